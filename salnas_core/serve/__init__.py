@@ -1,0 +1,1 @@
+"""salnas_core.serve."""
