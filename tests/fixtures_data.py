@@ -1,0 +1,1 @@
+"""Dataset fixtures (owned by the data layer)."""

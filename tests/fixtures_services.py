@@ -1,0 +1,1 @@
+"""Service fixtures: real S3 (SeaweedFS) and MLflow servers on loopback."""
