@@ -1,0 +1,195 @@
+"""Latency on the target device: direct measurement, and a per-device lookup table of operators.
+
+The table holds the measured time of every leaf operator (module repr + input shape) seen in the
+subnets asked about; a subnet's latency is the sum over its operators, mapped to wall-clock time by
+a linear calibration (a * sum + b) fitted on a few directly measured subnets, because functional
+ops (add, concat, upsampling) are not modules and run-time overheads are not additive. The table
+is keyed by device + torch version + input size + batch + threads and cached as JSON, so it is
+built once per device and grows only with unseen operators.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path(os.environ.get("SALNAS_CACHE", Path(__file__).resolve().parents[2] / ".cache")) / "latency"
+
+
+def device_name(device: str = "cpu") -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} x{torch.get_num_threads()} threads"
+
+
+def table_key(device: str, input_size: Sequence[int], batch: int = 1) -> str:
+    import torch
+
+    return f"{device_name(device)}|torch {torch.__version__}|{input_size[0]}x{input_size[1]}|batch {batch}"
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _prepare(model: Any, x: Any, device: str, channels_last: bool) -> tuple[Any, Any]:
+    import torch
+
+    model = model.to(device).eval()
+    x = x.to(device)
+    if channels_last and x.dim() == 4:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    return model, x
+
+
+def time_call(fn: Any, device: str = "cpu", warmup: int = 2, repeats: int = 5, min_time_s: float = 0.0) -> float:
+    """Median wall time of fn() in milliseconds (after warm-up; at least `repeats` runs)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - start) < min_time_s:
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def measure_latency(model: Any, input_size: Sequence[int] = (288, 384), batch: int = 1, device: str = "cpu",
+                    warmup: int = 2, repeats: int = 5, channels_last: bool = True) -> float:
+    """Median forward time (ms) of `model` on a random batch, inference mode."""
+    import torch
+
+    x = torch.randn(batch, 3, int(input_size[0]), int(input_size[1]))
+    model, x = _prepare(model, x, device, channels_last)
+    with torch.inference_mode():
+        return time_call(lambda: model(x), device, warmup, repeats)
+
+
+def leaf_ops(model: Any, input_size: Sequence[int], batch: int = 1) -> list[tuple[str, Any, tuple[int, ...]]]:
+    """(signature, module, input shape) of each leaf-module call in one forward pass."""
+    import torch
+
+    calls: list[tuple[str, Any, tuple[int, ...]]] = []
+    hooks = []
+
+    def hook(mod: Any, inp: tuple, _out: Any) -> None:
+        if inp and isinstance(inp[0], torch.Tensor):
+            shape = tuple(inp[0].shape)
+            calls.append((f"{mod!r}@{list(shape)}", mod, shape))
+
+    for m in model.modules():
+        if len(list(m.children())) == 0:
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(batch, 3, int(input_size[0]), int(input_size[1])))
+    finally:
+        for h in hooks:
+            h.remove()
+    return calls
+
+
+class LatencyTable:
+    """Per-device operator latency table with a linear calibration; cached as JSON."""
+
+    def __init__(self, device: str = "cpu", input_size: Sequence[int] = (288, 384), batch: int = 1,
+                 cache_dir: str | Path | None = None, warmup: int = 2, repeats: int = 5,
+                 channels_last: bool = True):
+        self.device, self.input_size, self.batch = device, tuple(int(s) for s in input_size), batch
+        self.warmup, self.repeats, self.channels_last = warmup, repeats, channels_last
+        self.key = table_key(device, self.input_size, batch)
+        slug = "".join(ch if ch.isalnum() else "_" for ch in self.key).strip("_")
+        self.path = Path(cache_dir or DEFAULT_CACHE) / f"{slug[:150]}.json"
+        self.ops: dict[str, float] = {}
+        self.calibration: dict[str, float] = {"a": 1.0, "b": 0.0, "n": 0}
+        self.measured = 0  # operators timed in this process (0 on a warm cache)
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+                if data.get("key") == self.key:
+                    self.ops = {k: float(v) for k, v in data.get("ops", {}).items()}
+                    self.calibration = data.get("calibration", self.calibration)
+            except (OSError, ValueError) as e:  # a broken cache is rebuilt, not fatal
+                log.warning("%s: unreadable latency table (%s); rebuilding", self.path, e)
+
+    def save(self) -> Path:
+        from salnas_core.utils.io import atomic_write_json
+
+        return atomic_write_json(self.path, {"key": self.key, "device": self.device, "input_size": self.input_size,
+                                             "batch": self.batch, "calibration": self.calibration, "ops": self.ops})
+
+    def _time_op(self, mod: Any, shape: tuple[int, ...]) -> float:
+        import torch
+
+        m, x = _prepare(copy.deepcopy(mod), torch.randn(shape), self.device, self.channels_last)
+        with torch.inference_mode():
+            return time_call(lambda: m(x), self.device, self.warmup, self.repeats)
+
+    def op_sum(self, model: Any) -> float:
+        """Sum of the table's operator times over one forward pass (times unseen operators)."""
+        total = 0.0
+        for sig, mod, shape in leaf_ops(model, self.input_size, self.batch):
+            if sig not in self.ops:
+                self.ops[sig] = self._time_op(mod, shape)
+                self.measured += 1
+            total += self.ops[sig]
+        return total
+
+    def calibrate(self, models: Sequence[Any]) -> dict[str, float]:
+        """Fit wall = a * op_sum + b on directly measured models (least squares; a alone if 1 model)."""
+        import numpy as np
+
+        s = np.array([self.op_sum(m) for m in models])
+        w = np.array([measure_latency(m, self.input_size, self.batch, self.device, self.warmup, self.repeats,
+                                      self.channels_last) for m in models])
+        if len(models) >= 2 and np.ptp(s) > 0:
+            a, b = np.polyfit(s, w, 1)
+        else:
+            a, b = float(w.sum() / max(s.sum(), 1e-9)), 0.0
+        if a <= 0:  # noisy timings on a busy machine: fall back to a pure ratio
+            a, b = float(w.sum() / max(s.sum(), 1e-9)), 0.0
+        self.calibration = {"a": float(a), "b": float(b), "n": len(models),
+                            "measured_ms": w.tolist(), "op_sum_ms": s.tolist()}
+        return self.calibration
+
+    def predict(self, model: Any) -> float:
+        c = self.calibration
+        return max(0.0, c["a"] * self.op_sum(model) + c["b"])
+
+
+class DirectLatency:
+    """Latency by timing each subnet (exact for the machine, slower than the table)."""
+
+    def __init__(self, device: str = "cpu", input_size: Sequence[int] = (288, 384), batch: int = 1,
+                 warmup: int = 1, repeats: int = 3, channels_last: bool = True):
+        self.device, self.input_size, self.batch = device, tuple(input_size), batch
+        self.warmup, self.repeats, self.channels_last = warmup, repeats, channels_last
+
+    def predict(self, model: Any) -> float:
+        return measure_latency(model, self.input_size, self.batch, self.device, self.warmup, self.repeats,
+                               self.channels_last)

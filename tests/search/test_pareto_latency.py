@@ -1,0 +1,79 @@
+"""Pareto front, budget choice, plot; latency table: cached, keyed, calibrated."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from salnas_core.search.latency import LatencyTable, leaf_ops, measure_latency, table_key
+from salnas_core.search.pareto import choose_for_budget, pareto_front, plot_pareto
+
+CANDS = [
+    {"name": "a", "score": 3.0, "macs": 1.0, "latency_ms": 5.0},
+    {"name": "b", "score": 2.5, "macs": 2.0, "latency_ms": 4.0},
+    {"name": "c", "score": 2.7, "macs": 3.0, "latency_ms": 9.0},  # dominated by b
+    {"name": "d", "score": 2.0, "macs": 4.0, "latency_ms": 8.0},
+    {"name": "e", "score": 2.0, "macs": 5.0, "latency_ms": 7.0},  # ties d on score, costs more MACs
+]
+
+
+def test_pareto_front_is_the_non_dominated_set():
+    names = [c["name"] for c in pareto_front(CANDS, "macs")]
+    assert names == ["a", "b", "d"]
+    brute = [c["name"] for c in CANDS if not any(
+        o["score"] <= c["score"] and o["macs"] <= c["macs"] and (o["score"] < c["score"] or o["macs"] < c["macs"])
+        for o in CANDS)]
+    assert sorted(names) == sorted(brute)
+    assert [c["name"] for c in pareto_front(CANDS, "latency_ms")] == ["b", "e"]
+
+
+def test_choose_for_budget():
+    assert choose_for_budget(CANDS, {"macs": None})["name"] in ("d", "e")
+    assert choose_for_budget(CANDS, {"macs": 3.5})["name"] == "b"
+    assert choose_for_budget(CANDS, {"macs": 4.5, "latency_ms": 7.5}) ["name"] == "b"
+    assert choose_for_budget(CANDS, {"macs": 0.5}) is None
+
+
+def test_plot_written(tmp_path):
+    p = plot_pareto(CANDS, tmp_path / "pareto.png", chosen={"S": CANDS[1]}, baselines={"centre bias": 3.2})
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def _net(width: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.Conv2d(width, width, 3, padding=1, groups=width), nn.Conv2d(width, 1, 1), nn.Sigmoid())
+
+
+def test_latency_table_caches_and_predicts(tmp_path):
+    torch.manual_seed(0)
+    size = (32, 48)
+    t = LatencyTable("cpu", size, cache_dir=tmp_path, warmup=1, repeats=3)
+    assert t.key == table_key("cpu", size) and "torch " + torch.__version__ in t.key and "32x48" in t.key
+    small, big = _net(8), _net(64)
+    assert len(leaf_ops(small, size)) == 6
+    t.calibrate([small, big])
+    first = t.measured
+    assert first == len({s for s, _, _ in leaf_ops(small, size)} | {s for s, _, _ in leaf_ops(big, size)})
+    p_small, p_big = t.predict(small), t.predict(big)
+    assert 0 < p_small < p_big
+    assert t.measured == first  # nothing re-timed: served from the table
+    t.save()
+    data = json.loads(t.path.read_text())
+    assert data["key"] == t.key and len(data["ops"]) == first and data["calibration"]["n"] == 2
+    t2 = LatencyTable("cpu", size, cache_dir=tmp_path)  # a new process would read the same file
+    assert t2.predict(big) == pytest.approx(p_big) and t2.measured == 0
+    other = LatencyTable("cpu", (64, 64), cache_dir=tmp_path)  # another input size: another table
+    assert other.path != t.path and not other.ops
+
+
+def test_broken_cache_is_rebuilt(tmp_path):
+    t = LatencyTable("cpu", (16, 16), cache_dir=tmp_path)
+    t.path.parent.mkdir(parents=True, exist_ok=True)
+    t.path.write_text("{not json")
+    t2 = LatencyTable("cpu", (16, 16), cache_dir=tmp_path, repeats=1, warmup=0)
+    assert t2.ops == {} and t2.predict(_net(4)) > 0
+
+
+def test_measure_latency_positive():
+    assert measure_latency(_net(4), (16, 16), batch=2, warmup=0, repeats=2) > 0
