@@ -1,1 +1,72 @@
-"""Dataset fixtures (owned by the data layer)."""
+"""Dataset fixtures (owned by the data layer).
+
+osie_dir / scene_dir: the real eye-tracking data in <repo>/../shared/data (skip if absent).
+tiny_ingested: a small real ingested dataset (24 OSIE images at 96x128, both splits present)
+for the steps' tests; without ../shared/data it is built from synthetic data instead.
+synthetic_ingested: the synthetic dataset ingested (always available).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+TINY_SIZE = (96, 128)
+TINY_N = 24
+
+
+def _dataset_dir(name: str) -> Path:
+    d = SHARED_DATA / name
+    if not (d / "fixations.json").exists():
+        pytest.skip(f"real data not present: {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def osie_dir() -> Path:
+    return _dataset_dir("osie")
+
+
+@pytest.fixture(scope="session")
+def scene_dir() -> Path:
+    return _dataset_dir("nus_scene")
+
+
+@pytest.fixture(scope="session")
+def synthetic_source(tmp_path_factory) -> Path:
+    from salnas_core.data.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("synthetic_src"), n_images=16, seed=0, size=(120, 160))
+
+
+@pytest.fixture(scope="session")
+def synthetic_ingested(tmp_path_factory, synthetic_source) -> Path:
+    from salnas_core.steps.ingest import run
+
+    out = tmp_path_factory.mktemp("synthetic_ingested")
+    summary = run(str(synthetic_source), "shared_json", str(out), working_size=TINY_SIZE, progress=False)
+    return Path(summary["out"])
+
+
+@pytest.fixture(scope="session")
+def tiny_ingested(tmp_path_factory) -> Path:
+    """Folder with manifest.json: 24 real OSIE images at 96x128 (train and val), ~3k fixations."""
+    from salnas_core.steps.ingest import run
+
+    out = tmp_path_factory.mktemp("tiny_ingested")
+    osie = SHARED_DATA / "osie"
+    if (osie / "fixations.json").exists():
+        summary = run(str(osie), "shared_json", str(out), working_size=TINY_SIZE, limit=TINY_N, progress=False)
+    else:
+        from salnas_core.data.synthetic import generate
+
+        src = generate(tmp_path_factory.mktemp("tiny_synthetic_src"), n_images=TINY_N, seed=0)
+        summary = run(str(src), "shared_json", str(out), working_size=TINY_SIZE, progress=False)
+    return Path(summary["out"])

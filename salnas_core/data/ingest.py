@@ -1,0 +1,466 @@
+"""Ingest: read a dataset with its reader, validate every item, write a versioned preprocessed copy.
+
+Output (OUT/<dataset>/): images/<id>.png at the working size, density/<id>.npy, fixations/<id>.npy
+(working size) and fixations/<id>.orig.npy (original size), items/<id>.json (per-item record,
+written last for that item), then manifest.json (written last of all) and report.json.
+See docs/INTERFACES.md (Data) and docs/datasets.md.
+
+Every problem names its file, is logged and counted in report.json. Errors skip the item;
+warnings keep it and say what was changed (mode conversion, EXIF rotation, dropped points).
+Re-running over a partial output keeps the finished items (checked by hash) and does the rest.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..utils.io import atomic_path, atomic_write_bytes, atomic_write_json
+from . import ground_truth as gt
+from .readers import DEFAULT_NAMES, Problem, Record, get_reader
+from .splits import assign_splits
+
+log = logging.getLogger(__name__)
+
+INGEST_VERSION = 1  # bump when the output format or the preprocessing changes
+
+# Gaussian sigma of each dataset's density maps: (sigma in px, at image size (H, W), source).
+# Sigma scales with the image diagonal to other sizes (ground_truth.scale_sigma).
+DATASET_SIGMA: dict[str, tuple[float, tuple[int, int], str]] = {
+    "osie": (24.0, (600, 800), "OSIE authors' MATLAB config (../shared/data/README.md)"),
+    "nus_scene": (8.0, (256, 256), "Scene authors' config, maps at 256x256 (../shared/data/README.md)"),
+    "salicon": (19.0, (480, 640), "SALICON API buildFixMap/gaussian_filter(sigma=19)"),
+    "mit1003": (35.0, (768, 1024), "MIT benchmark: 1 degree of visual angle ~ 35 px"),
+    "cat2000": (42.0, (1080, 1920), "1 degree at the CAT2000 display (1920 px over 45.5 degrees)"),
+    "pascal_s": (16.0, (375, 500), "assumed ~1 degree (not published); change with --sigma"),
+    "dut_omron": (12.0, (300, 400), "assumed ~1 degree (not published); change with --sigma"),
+    "fiwi": (30.0, (768, 1360), "assumed ~1 degree (not published); change with --sigma"),
+    "toronto": (24.0, (511, 681), "assumed ~1 degree (not published); change with --sigma"),
+}
+
+_EXIF_ORIENTATION = 0x0112
+
+
+class ItemError(Exception):
+    """An item cannot be ingested; carries the Problem to report."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+@dataclass
+class Settings:
+    dataset: str
+    fmt: str
+    working_size: tuple[int, int]
+    sigma_ref: float
+    sigma_ref_size: tuple[int, int]
+    sigma_source: str
+
+    @property
+    def sigma_working(self) -> float:
+        return gt.scale_sigma(self.sigma_ref, self.sigma_ref_size, self.working_size)
+
+    def fingerprint(self) -> dict:
+        return {"ingest_version": INGEST_VERSION, "format": self.fmt, "working_size": list(self.working_size),
+                "sigma_ref_px": self.sigma_ref, "sigma_ref_size": list(self.sigma_ref_size)}
+
+
+# ---------------------------------------------------------------------------------------------
+# image loading: every way an image file can be odd
+# ---------------------------------------------------------------------------------------------
+
+def _orientation_point_map(orientation: int, h: int, w: int, pts_rc: np.ndarray) -> np.ndarray:
+    """Move continuous (row, col) points of a raw h x w image the way exif_transpose moves pixels."""
+    r, c = pts_rc[:, 0], pts_rc[:, 1]
+    if orientation == 2:      # mirror left-right
+        out = (r, w - c)
+    elif orientation == 3:    # rotate 180
+        out = (h - r, w - c)
+    elif orientation == 4:    # mirror top-bottom
+        out = (h - r, c)
+    elif orientation == 5:    # transpose
+        out = (c, r)
+    elif orientation == 6:    # rotate 90 clockwise
+        out = (c, h - r)
+    elif orientation == 7:    # transverse
+        out = (w - c, h - r)
+    elif orientation == 8:    # rotate 90 counter-clockwise
+        out = (w - c, r)
+    else:
+        return pts_rc
+    return np.stack(out, axis=1)
+
+
+def load_image(path: Path, points_rc: np.ndarray | None = None, declared_hw: tuple[int, int] | None = None
+               ) -> tuple[np.ndarray, np.ndarray | None, list[Problem]]:
+    """Decode `path` to uint8 RGB (H, W, 3), upright per EXIF; returns (array, points, warnings).
+
+    `points_rc` (continuous, raw-file pixels) are moved with any EXIF rotation so they stay on the
+    same image content; if the declared size already matches the rotated image, they are taken as
+    given in the displayed frame. Raises ItemError for unreadable files.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    warnings: list[Problem] = []
+    f = str(path)
+    if not Path(path).is_file():
+        raise ItemError(Problem(f, "missing_image", "image file not found"))
+    if Path(path).stat().st_size == 0:
+        raise ItemError(Problem(f, "corrupt_image", "empty image file (0 bytes)"))
+    try:
+        im = Image.open(path)
+        im.load()
+    except UnidentifiedImageError:
+        raise ItemError(Problem(f, "corrupt_image", "not a readable image (unknown or corrupt format)")) from None
+    except (OSError, SyntaxError, ValueError) as e:
+        # Pillow: "image file is truncated (N bytes not processed)", broken data streams, ...
+        raise ItemError(Problem(f, "corrupt_image", f"cannot decode image: {e}")) from None
+
+    orientation = 1
+    try:
+        orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # a broken EXIF block should not reject a decodable image
+        warnings.append(Problem(f, "bad_exif", "unreadable EXIF block ignored", "warning"))
+    if orientation not in range(1, 9):
+        warnings.append(Problem(f, "bad_exif", f"invalid EXIF orientation {orientation} ignored", "warning"))
+        orientation = 1
+    if orientation != 1:
+        raw_h, raw_w = im.height, im.width
+        im = ImageOps.exif_transpose(im)
+        declared_is_displayed = (declared_hw is not None and tuple(declared_hw) == (im.height, im.width)
+                                 and tuple(declared_hw) != (raw_h, raw_w))
+        if points_rc is not None and not declared_is_displayed:
+            points_rc = _orientation_point_map(orientation, raw_h, raw_w, points_rc)
+            what = "fixations moved with it"
+        else:
+            what = "fixations already in the rotated frame (declared size matches it)"
+        warnings.append(Problem(f, "exif_rotation", f"EXIF orientation {orientation}: image turned upright, {what}",
+                                "warning"))
+
+    arr = _to_rgb8(im, f, warnings)
+    return arr, points_rc, warnings
+
+
+def _to_rgb8(im, f: str, warnings: list[Problem]) -> np.ndarray:
+    from PIL import Image
+
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im, dtype=np.uint8)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(im).astype(np.float64)
+        hi = 65535.0 if (mode.startswith("I;16") or a.max(initial=0) > 255) else 255.0
+        if mode == "I" and (a.min(initial=0) < 0 or a.max(initial=0) > 65535):
+            raise ItemError(Problem(f, "unsupported_image", f"32-bit integer image with values outside 0..65535"))
+        g = np.clip(np.round(a * (255.0 / hi)), 0, 255).astype(np.uint8)
+        warnings.append(Problem(f, "image_mode", f"{'16' if hi > 255 else '8'}-bit grayscale ({mode}) scaled to 8 bit "
+                                                 "and replicated to RGB", "warning"))
+        return np.repeat(g[:, :, None], 3, axis=2)
+    if mode == "F":
+        raise ItemError(Problem(f, "unsupported_image", "floating-point image (mode F) is not a photograph"))
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        alpha = np.asarray(rgba)[:, :, 3]
+        if alpha.min() == 255:
+            warnings.append(Problem(f, "image_mode", f"{mode}: fully opaque alpha channel dropped", "warning"))
+            return np.asarray(rgba.convert("RGB"), dtype=np.uint8)
+        # transparent pixels are shown on a mid-grey screen in eye-tracking set-ups
+        bg = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
+        warnings.append(Problem(f, "image_mode", f"{mode}: transparent pixels ({(alpha < 255).mean():.1%}) "
+                                                 "composited over grey (128)", "warning"))
+        return np.asarray(Image.alpha_composite(bg, rgba).convert("RGB"), dtype=np.uint8)
+    if mode in ("L", "1"):
+        warnings.append(Problem(f, "image_mode", f"grayscale ({mode}) replicated to RGB", "warning"))
+    elif mode == "CMYK":
+        warnings.append(Problem(f, "image_mode", "CMYK converted to RGB (no colour profile applied)", "warning"))
+    elif mode != "P":
+        warnings.append(Problem(f, "image_mode", f"{mode} converted to RGB", "warning"))
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def resize_rgb(arr: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 RGB to (H, W) with Pillow's antialiased bilinear filter."""
+    from PIL import Image
+
+    if arr.shape[:2] == tuple(size_hw):
+        return arr
+    im = Image.fromarray(arr, "RGB").resize((size_hw[1], size_hw[0]), Image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# one item
+# ---------------------------------------------------------------------------------------------
+
+def safe_id(record_id: str) -> str:
+    """Ids become file names: keep letters, digits, '-', '_', '.'; path separators become '__'."""
+    s = record_id.replace("/", "__").replace("\\", "__")
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", s)
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _png_bytes(arr: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr, "RGB").save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def _file_sha(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _source_stamp(rec: Record) -> dict:
+    st = rec.image.stat()
+    return {"file": str(rec.image), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "n_fixations": rec.n_fixations,
+            "points_sha": _sha(np.ascontiguousarray(rec.points_rc, dtype=np.float64).tobytes())}
+
+
+def _completed(out: Path, iid: str, fingerprint: dict, stamp: dict) -> dict | None:
+    """The item record if this item was fully written by an identical earlier run, else None."""
+    rec_path = out / "items" / f"{iid}.json"
+    if not rec_path.exists():
+        return None
+    try:
+        item = json.loads(rec_path.read_text())
+        if item.get("_fingerprint") != fingerprint or item.get("_source") != stamp:
+            return None
+        for key, rel in (("image", item["image"]), ("density", item["density"]), ("fixations", item["fixations"])):
+            p = out / rel
+            if not p.exists() or _file_sha(p) != item["sha256"][key]:
+                return None
+        if not (out / item["orig_fixations"]).exists():
+            return None
+        return item
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def process_item(rec: Record, split: str, out: Path, st: Settings) -> tuple[dict, list[Problem], bool]:
+    """Validate and write one item; returns (manifest item, warnings, resumed). Raises ItemError."""
+    iid = safe_id(rec.id)
+    if rec.image is None:
+        raise ItemError(Problem(rec.source, "fixations_without_image", f"fixations for {rec.id!r} but no image file"))
+    stamp = _source_stamp(rec)
+    done = _completed(out, iid, st.fingerprint(), stamp)
+    if done is not None:
+        return done, [Problem(**w) for w in done.get("_warnings", [])], True
+
+    if rec.n_fixations == 0:
+        raise ItemError(Problem(str(rec.image), "image_without_fixations", f"no fixations in {rec.source}"))
+    arr, pts, warnings = load_image(rec.image, rec.points_rc, rec.size_hw)
+    h, w = arr.shape[:2]
+    if rec.size_hw is not None and tuple(rec.size_hw) != (h, w):
+        raise ItemError(Problem(str(rec.image), "size_mismatch",
+                                f"image is {h}x{w} but {rec.source} declares {rec.size_hw[0]}x{rec.size_hw[1]}; "
+                                "fixation coordinates cannot be trusted"))
+    ok = gt.inside(pts, (h, w))
+    if not ok.all():
+        bad = int((~ok).sum())
+        warnings.append(Problem(str(rec.image), "fixation_outside_image",
+                                f"{bad} of {len(pts)} fixations outside the {h}x{w} image (or not finite) dropped",
+                                "warning"))
+        pts = pts[ok]
+    if len(pts) == 0:
+        raise ItemError(Problem(str(rec.image), "image_without_fixations",
+                                f"all {rec.n_fixations} fixations in {rec.source} fall outside the image"))
+
+    H, W = st.working_size
+    orig_idx = gt.to_indices(pts, (h, w))
+    work_idx = gt.resize_points(pts, (h, w), (H, W))
+    dens = gt.density_map(work_idx, (H, W), st.sigma_working)
+    img = resize_rgb(arr, (H, W))
+
+    files = {
+        "image": (f"images/{iid}.png", _png_bytes(img)),
+        "density": (f"density/{iid}.npy", _npy_bytes(dens)),
+        "fixations": (f"fixations/{iid}.npy", _npy_bytes(work_idx.astype(np.int32))),
+        "orig_fixations": (f"fixations/{iid}.orig.npy", _npy_bytes(orig_idx.astype(np.int32))),
+    }
+    for rel, data in files.values():
+        atomic_write_bytes(out / rel, data)
+    item = {
+        "id": iid, "split": split,
+        "image": files["image"][0], "density": files["density"][0], "fixations": files["fixations"][0],
+        "orig_size": [h, w], "orig_fixations": files["orig_fixations"][0],
+        "n_fixations": int(len(work_idx)), "n_subjects": rec.n_subjects,
+        "sha256": {k: _sha(files[k][1]) for k in ("image", "density", "fixations", "orig_fixations")},
+    }
+    # the per-item record is the item's commit point: written after all its files
+    atomic_write_json(out / "items" / f"{iid}.json",
+                      {**item, "_fingerprint": st.fingerprint(), "_source": stamp,
+                       "_warnings": [p.as_dict() for p in warnings]})
+    return item, warnings, False
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole dataset
+# ---------------------------------------------------------------------------------------------
+
+def resolve_sigma(dataset: str, meta: dict, sigma: float | None, sigma_ref_size: tuple[int, int] | None,
+                  working_size: tuple[int, int]) -> tuple[float, tuple[int, int], str]:
+    if sigma is not None:
+        return float(sigma), tuple(sigma_ref_size or working_size), "given (--sigma / params ingest.sigma_px)"
+    if meta.get("sigma_px") is not None and meta.get("sigma_ref_size"):
+        return float(meta["sigma_px"]), tuple(meta["sigma_ref_size"]), "declared by the dataset's fixations.json"
+    if dataset in DATASET_SIGMA:
+        s, ref, src = DATASET_SIGMA[dataset]
+        return s, ref, src
+    raise ValueError(f"no Gaussian sigma known for dataset {dataset!r} (known: {', '.join(sorted(DATASET_SIGMA))}); "
+                     "pass --sigma PX (at the working size) or --name with a known dataset")
+
+
+def _dataset_name(fmt: str, root: Path, meta: dict, name: str | None) -> str:
+    if name:
+        return name
+    if meta.get("synthetic"):
+        return "synthetic"
+    return DEFAULT_NAMES.get(fmt) or safe_id(root.name.lower())
+
+
+def _resolve_source(source: str | os.PathLike, cache_dir: str | os.PathLike | None) -> Path:
+    s = str(source)
+    if s.startswith("s3://"):
+        from ..tracking.storage import download_prefix  # lazy: only S3 sources need boto3
+
+        cache = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "salnas" / "sources"
+        dest = cache / re.sub(r"[^A-Za-z0-9_.-]", "_", s[len("s3://"):].strip("/"))
+        log.info("downloading %s to %s", s, dest)
+        return Path(download_prefix(s, dest))
+    root = Path(s)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: dataset source not found")
+    return root
+
+
+def _cleanup(out: Path, keep: set[str]) -> int:
+    """Remove leftovers of interrupted writes and items no longer in the dataset (our own files only)."""
+    removed = 0
+    for sub in ("images", "density", "fixations", "items"):
+        d = out / sub
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            stem = p.name.split(".")[0] if sub != "items" else p.name[: -len(".json")] if p.name.endswith(".json") else None
+            if ".tmp-" in p.name or stem not in keep:
+                p.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def ingest(source: str | os.PathLike, fmt: str, out: str | os.PathLike, working_size: tuple[int, int] = (288, 384),
+           limit: int | None = None, seed: int = 42, name: str | None = None, sigma: float | None = None,
+           sigma_ref_size: tuple[int, int] | None = None, workers: int | None = None,
+           cache_dir: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
+    """Ingest `source` (folder or s3:// prefix) read as `fmt` into OUT/<dataset>/; returns the summary."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    root = _resolve_source(source, cache_dir)
+    result = get_reader(fmt)(root)
+    dataset = _dataset_name(fmt, root, result.meta, name)
+    working_size = (int(working_size[0]), int(working_size[1]))
+    s_ref, s_size, s_src = resolve_sigma(dataset, result.meta, sigma, sigma_ref_size, working_size)
+    st = Settings(dataset, fmt, working_size, s_ref, s_size, s_src)
+    synthetic = bool(result.meta.get("synthetic"))
+    if synthetic:
+        log.warning("SYNTHETIC dataset %s: generated images and fixations, not human eye-tracking data", root)
+
+    records = sorted(result.records, key=lambda r: r.id)
+    ids = [safe_id(r.id) for r in records]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{root}: two records map to the same id after making ids file-safe")
+    # split over every listed id (bad ones too), so one broken file cannot reshuffle the split
+    splits = assign_splits(dataset, ids, seed, {safe_id(r.id): r.split for r in records})
+    if limit is not None:
+        records = records[: int(limit)]
+    dest = Path(out) / dataset
+    dest.mkdir(parents=True, exist_ok=True)
+    problems: list[Problem] = list(result.problems)
+    items: list[dict] = []
+    resumed = 0
+    workers = workers or min(4, os.cpu_count() or 1)
+
+    def work(rec: Record):
+        try:
+            return process_item(rec, splits[safe_id(rec.id)], dest, st)
+        except ItemError as e:
+            return e.problem
+
+    bar = tqdm(total=len(records), desc=f"ingest {dataset}", unit="img", disable=not progress)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for res in pool.map(work, records):
+            bar.update(1)
+            if isinstance(res, Problem):
+                problems.append(res)
+                continue
+            item, warns, was_done = res
+            resumed += was_done
+            problems.extend(warns)
+            items.append({k: v for k, v in item.items() if not k.startswith("_")})
+    bar.close()
+    for p in problems:
+        (log.error if p.severity == "error" else log.warning)("%s", p)
+
+    items.sort(key=lambda it: it["id"])
+    removed = _cleanup(dest, {it["id"] for it in items})
+    n_split = {s: sum(it["split"] == s for it in items) for s in ("train", "val", "test")}
+    version = hashlib.sha256(json.dumps({"settings": st.fingerprint(), "items": [
+        [it["id"], it["split"], it["sha256"]] for it in items]}, sort_keys=True).encode()).hexdigest()
+    wall = time.perf_counter() - t0
+    n_fix = int(sum(it["n_fixations"] for it in items))
+    kinds: dict[str, int] = {}
+    for p in problems:
+        kinds[p.kind] = kinds.get(p.kind, 0) + 1
+    report = {
+        "dataset": dataset, "format": fmt, "source": str(source), "synthetic": synthetic,
+        "counts": {"records": len(result.records), "attempted": len(records), "ingested": len(items),
+                   "skipped": len(records) - len(items),
+                   "resumed": resumed, "removed_stale_files": removed, "fixations": n_fix,
+                   "errors": sum(p.severity == "error" for p in problems),
+                   "warnings": sum(p.severity == "warning" for p in problems), "by_kind": kinds},
+        "problems": [p.as_dict() for p in problems],
+        "timing": {"wall_s": round(wall, 3), "images_per_s": round(len(items) / wall, 2) if wall > 0 else None},
+    }
+    manifest = {
+        "dataset": dataset, "format": fmt, "version": version, "synthetic": synthetic,
+        "sigma_px": round(st.sigma_working, 4), "sigma_ref_px": s_ref, "sigma_ref_size": list(s_size),
+        "sigma_source": s_src, "working_size": list(working_size), "seed": seed,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "source": str(source),
+        "splits": n_split, "n_fixations": n_fix, "items": items,
+    }
+    atomic_write_json(dest / "report.json", report)
+    atomic_write_json(dest / "manifest.json", manifest)  # last: its presence means the dataset is complete
+    log.info("ingested %d/%d images of %s (%d fixations) in %.1f s%s", len(items), len(records), dataset, n_fix, wall,
+             " [SYNTHETIC]" if synthetic else "")
+    return {"dataset": dataset, "out": str(dest), "images": len(items), "fixations": n_fix, "splits": n_split,
+            "errors": report["counts"]["errors"], "warnings": report["counts"]["warnings"], "resumed": resumed,
+            "synthetic": synthetic, "wall_s": report["timing"]["wall_s"],
+            "images_per_s": report["timing"]["images_per_s"], "version": version}

@@ -1,0 +1,61 @@
+"""Deterministic train/val/test splits, one rule per dataset (config table SPLIT_RULES).
+
+Every rule sorts the ids by name first, so the split depends only on the set of names and the
+seed, never on file-system order. OSIE follows SalNAS: numpy.random.RandomState(42).permutation
+over the 700 sorted names, the last 200 are validation, the other 500 training.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """Seeded permutation of the sorted ids; the last `n_val` (or `val_fraction`) go to val.
+
+    `official=True`: keep the split the dataset ships with (Record.split) where it has one.
+    """
+
+    n_val: int | None = None
+    val_fraction: float = 0.2
+    official: bool = False
+
+
+SPLIT_RULES: dict[str, SplitRule] = {
+    "osie": SplitRule(n_val=200),                 # SalNAS: 500 train / 200 val
+    "nus_scene": SplitRule(val_fraction=0.2),     # no official split: 400 / 100
+    "salicon": SplitRule(official=True),          # images/train, images/val (test has no public fixations)
+    "mit1003": SplitRule(n_val=100),              # common 903 / 100 protocol (no official split)
+    "cat2000": SplitRule(val_fraction=0.2),       # official test set has no public fixations
+    "pascal_s": SplitRule(val_fraction=0.2),
+    "dut_omron": SplitRule(val_fraction=0.2),
+    "fiwi": SplitRule(val_fraction=0.2),
+    "toronto": SplitRule(val_fraction=0.2),
+    "synthetic": SplitRule(val_fraction=0.25),
+}
+DEFAULT_RULE = SplitRule(val_fraction=0.2)
+
+
+def seeded_split(ids: list[str], seed: int, n_val: int | None = None, val_fraction: float = 0.2) -> dict[str, str]:
+    """id -> "train" | "val": sorted ids, RandomState(seed).permutation, last n_val are val."""
+    names = sorted(ids)
+    if len(set(names)) != len(names):
+        raise ValueError("split: duplicate ids")
+    n = len(names)
+    if n_val is None:
+        n_val = int(round(val_fraction * n))
+    n_val = max(0, min(n_val, n))
+    perm = np.random.RandomState(seed).permutation(n)
+    val = set(perm[n - n_val:].tolist()) if n_val else set()
+    return {name: ("val" if i in val else "train") for i, name in enumerate(names)}
+
+
+def assign_splits(dataset: str, ids: list[str], seed: int, official: dict[str, str | None] | None = None) -> dict[str, str]:
+    """Split membership for `ids` under the dataset's rule (see SPLIT_RULES)."""
+    rule = SPLIT_RULES.get(dataset, DEFAULT_RULE)
+    official = official or {}
+    if rule.official and ids and all(official.get(i) for i in ids):
+        return {i: official[i] for i in ids}
+    return seeded_split(ids, seed, rule.n_val, rule.val_fraction)

@@ -1,0 +1,85 @@
+"""SaliencyDataset / make_loader / load_original_ground_truth on a real ingested OSIE subset."""
+import numpy as np
+import pytest
+import torch
+
+from salnas_core.data import ground_truth as gt
+from salnas_core.data.dataset import SaliencyDataset, load_manifest, load_original_ground_truth, make_loader
+from salnas_core.data.transforms import NORMALIZATIONS, ColorJitter, PairedAugment
+
+
+def test_tiny_ingested_has_both_splits(tiny_ingested):
+    man = load_manifest(tiny_ingested)
+    assert man["working_size"] == [96, 128]
+    assert man["splits"]["train"] > 0 and man["splits"]["val"] > 0
+    assert man["splits"]["train"] + man["splits"]["val"] == len(man["items"]) == 24
+
+
+@pytest.mark.parametrize("norm", sorted(NORMALIZATIONS))
+def test_item_shapes_and_ground_truth(tiny_ingested, norm):
+    ds = SaliencyDataset(tiny_ingested, "train", normalization=norm)
+    d = ds[0]
+    assert d["image"].shape == (3, 96, 128) and d["image"].dtype == torch.float32
+    assert d["density"].shape == (1, 96, 128) and d["fixations"].shape == (1, 96, 128)
+    assert abs(float(d["density"].sum()) - 1.0) < 1e-4
+    assert set(torch.unique(d["fixations"]).tolist()) <= {0.0, 1.0}
+    # the fixation map is exactly the stored points
+    pts = np.load(tiny_ingested / ds.items[0]["fixations"])
+    assert int(d["fixations"].sum()) == len({tuple(p) for p in pts.tolist()})
+    # normalisation is invertible back to the stored 8-bit image
+    x = NORMALIZATIONS[norm].inverse(d["image"])
+    assert float(x.min()) >= -1e-5 and float(x.max()) <= 1 + 1e-5
+
+
+def test_lite_normalization_formula():
+    x = torch.rand(3, 4, 5)
+    assert torch.allclose(NORMALIZATIONS["lite"](x), (x * 255 - 127) / 128, atol=1e-5)
+
+
+def test_loader_batches(tiny_ingested):
+    dl = make_loader(tiny_ingested, "val", batch_size=4, normalization="lite")
+    b = next(iter(dl))
+    assert b["image"].shape[1:] == (3, 96, 128) and b["density"].shape[1:] == (1, 96, 128)
+    assert torch.allclose(b["density"].sum(dim=(1, 2, 3)), torch.ones(len(b["id"])), atol=1e-4)
+    assert len(make_loader(tiny_ingested, "train", 2, limit=3).dataset) == 3
+
+
+def test_resize_on_the_fly_keeps_fixations(tiny_ingested):
+    ds = SaliencyDataset(tiny_ingested, "val", size=(48, 64))
+    d = ds[0]
+    assert d["image"].shape == (3, 48, 64) and abs(float(d["density"].sum()) - 1) < 1e-4
+    pts = np.load(tiny_ingested / ds.items[0]["fixations"])
+    small = gt.resize_points(pts, (96, 128), (48, 64))
+    assert len(small) == len(pts)
+    assert int(d["fixations"].sum()) == len({tuple(p) for p in small.tolist()})
+
+
+def test_augmentation_flips_all_three_together(tiny_ingested):
+    flip = PairedAugment(hflip_p=1.0, jitter=None)
+    plain = SaliencyDataset(tiny_ingested, "train", normalization="none")
+    aug = SaliencyDataset(tiny_ingested, "train", normalization="none", augment=flip)
+    a, b = plain[1], aug[1]
+    for k in ("image", "density", "fixations"):
+        assert torch.equal(b[k], a[k].flip(-1)), k
+    # colour jitter changes the image only
+    jit = SaliencyDataset(tiny_ingested, "train", normalization="none",
+                          augment=PairedAugment(hflip_p=0.0, jitter=ColorJitter(0.4, 0.4, 0.4)), seed=3)
+    c = jit[1]
+    assert not torch.equal(c["image"], a["image"])
+    assert torch.equal(c["density"], a["density"]) and torch.equal(c["fixations"], a["fixations"])
+
+
+def test_original_ground_truth(tiny_ingested):
+    man = load_manifest(tiny_ingested)
+    it = man["items"][0]
+    fmap, dens = load_original_ground_truth(tiny_ingested, it["id"])
+    assert fmap.shape == dens.shape == tuple(it["orig_size"]) == (600, 800)
+    assert abs(float(dens.sum()) - 1) < 1e-4
+    orig = np.load(tiny_ingested / it["orig_fixations"])
+    assert len(orig) == it["n_fixations"]
+    assert fmap.sum() == len({tuple(p) for p in orig.tolist()})
+
+
+def test_empty_split_is_a_clear_error(tiny_ingested):
+    with pytest.raises(ValueError, match="split 'test' is empty"):
+        SaliencyDataset(tiny_ingested, "test")
