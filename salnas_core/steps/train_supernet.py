@@ -1,0 +1,285 @@
+"""Step `salnas train-supernet`: train the weight-sharing supernet (sandwich rule + Self-KD).
+
+Reads params.yaml `train_supernet` (a preset merged over the defaults), an ingested dataset, and
+writes to the run folder (docs/INTERFACES.md): `supernet.pt` (final weights), `best.pt` (the epoch
+with the best max-subnet selection score), `checkpoints/last.pt` (resume state), `metrics.json`,
+`plots/train.csv` (DVC plots) and `plots/train.png`. Under torchrun every process runs this; rank 0
+writes and logs. MLflow is used through `salnas_core.tracking.mlflow_utils` when that is importable;
+otherwise (or with `tracking: none`) metrics go to `log.jsonl` in the run folder only.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+log = logging.getLogger(__name__)
+
+STEP = "train_supernet"
+# keys of the params section that configure the step itself; the rest is salnas_core.train.TrainConfig
+STEP_KEYS = ("space", "preset", "pretrained", "input_size", "train_limit", "augment", "device", "tracking",
+             "dataset")
+
+
+def find_dataset(data: str | Path, name: str | None = None) -> Path:
+    """The ingested dataset folder: `data` itself if it holds manifest.json, else its one (or named) child."""
+    data = Path(data)
+    if (data / "manifest.json").exists():
+        return data
+    if not data.is_dir():
+        raise FileNotFoundError(f"{data}: ingested data folder not found (run `salnas ingest` first)")
+    if name and (data / name / "manifest.json").exists():
+        return data / name
+    found = sorted(p.parent for p in data.glob("*/manifest.json"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FileNotFoundError(f"{data}: no manifest.json here or in a subfolder (not an ingested dataset)")
+    raise ValueError(f"{data}: holds several datasets ({', '.join(p.name for p in found)}); "
+                     f"pass one of them to --data or set train_supernet.dataset")
+
+
+def resolve_params(preset: str | None = None, epochs: int | None = None, self_kd: bool | None = None,
+                   space: str | None = None, overrides: dict | None = None,
+                   params_path: str | Path | None = None) -> dict[str, Any]:
+    from salnas_core.utils.params import step_params
+
+    over = dict(overrides or {})
+    if epochs is not None:
+        over["epochs"] = int(epochs)
+    if self_kd is not None:
+        over["self_kd"] = bool(self_kd)
+    if space is not None:
+        over["space"] = space
+    return step_params(STEP, preset, params_path, over)
+
+
+def split_params(p: dict[str, Any]):
+    from salnas_core.train.trainer import TrainConfig
+
+    step = {k: p[k] for k in STEP_KEYS if k in p}
+    return step, TrainConfig.from_dict({k: v for k, v in p.items() if k not in STEP_KEYS})
+
+
+def params_hash(p: dict[str, Any], data_version: str | None) -> str:
+    blob = json.dumps({"params": p, "data": data_version}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class JsonlLogger:
+    """Appends `{"step", "time", **metrics}` lines; the record that exists whatever the tracking."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, metrics: dict[str, float], step: int | None = None) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
+
+
+@contextlib.contextmanager
+def tracking(kind: str, run_name: str, params: dict[str, Any], jsonl: JsonlLogger
+             ) -> Iterator[tuple[Callable[[dict[str, float], int | None], None], Callable[[Path], None]]]:
+    """Yield (log, log_artifact): MLflow through mlflow_utils when asked and importable, JSONL always."""
+    if kind == "mlflow":
+        try:
+            from salnas_core.tracking import mlflow_utils
+        except ImportError as e:
+            log.warning("MLflow tracking unavailable (%s); metrics go to %s", e, jsonl.path)
+        else:
+            with mlflow_utils.start_run(run_name=run_name, step="train-supernet") as run:
+                import mlflow
+
+                mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                                   for k, v in params.items()})
+                mlog = mlflow_utils.mlflow_logger(run)
+
+                def both(metrics: dict[str, float], step: int | None = None) -> None:
+                    jsonl(metrics, step)
+                    mlog(metrics, step)
+
+                yield both, lambda p: mlflow.log_artifact(str(p))
+                return
+    yield jsonl, lambda p: None
+
+
+def write_plots(history: list[dict[str, Any]], plots_dir: Path) -> None:
+    """plots/train.csv (one row per epoch, for `dvc plots`) and plots/train.png."""
+    from salnas_core.utils.io import atomic_path, atomic_write_text
+
+    if not history:
+        return
+    keys = list(history[0].keys())
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for row in history:
+        w.writerow({k: row.get(k, "") for k in keys})
+    atomic_write_text(plots_dir / "train.csv", buf.getvalue())
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for k in ("train_loss", "train_max", "train_min"):
+        if k in history[0]:
+            axes[0].plot(ep, [r[k] for r in history], marker="o", label=k[6:])
+    axes[0].set_title("training loss (sandwich subnets)")
+    for sub in ("max", "min"):
+        axes[1].plot(ep, [r[f"{sub}_score"] for r in history], marker="o", label=sub)
+        axes[2].plot(ep, [r[f"{sub}_cc"] for r in history], marker="o", label=f"{sub} CC")
+        axes[2].plot(ep, [r[f"{sub}_auc_judd"] for r in history], marker="s", ls="--", label=f"{sub} AUC-Judd")
+    axes[1].set_title("val selection score (lower is better)")
+    axes[2].set_title("val CC / AUC-Judd")
+    for a in axes:
+        a.set_xlabel("epoch")
+        a.legend(fontsize=8)
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(plots_dir / "train.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def build_datasets(root: Path, step: dict[str, Any], normalization: str, seed: int):
+    import torch
+    from torch.utils.data import Subset
+
+    from salnas_core.data.dataset import SaliencyDataset
+
+    size = tuple(step["input_size"]) if step.get("input_size") else None
+    train = SaliencyDataset(root, "train", normalization=normalization, augment=bool(step.get("augment", True)), size=size)
+    calib = SaliencyDataset(root, "train", normalization=normalization, augment=False, size=size)
+    val = SaliencyDataset(root, "val", normalization=normalization, augment=False, size=size)
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError(f"{root}/manifest.json: need images in both train and val splits "
+                         f"(have train={len(train)}, val={len(val)})")
+    limit = step.get("train_limit")
+    if limit and limit < len(train):
+        # a fixed random subset, the same for every process and every resume
+        idx = sorted(torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:limit].tolist())
+        train, calib = Subset(train, idx), Subset(calib, idx)
+    return train, calib, val
+
+
+def run(data: str | Path, out: str | Path, preset: str | None = None, epochs: int | None = None,
+        self_kd: bool | None = None, resume: bool = False, space: str | None = None,
+        overrides: dict | None = None, params_path: str | Path | None = None, force: bool = False,
+        logger: Callable | None = None) -> dict[str, Any]:
+    """Train the supernet on the ingested dataset at `data`; write the run folder `out`."""
+    import torch
+
+    from salnas_core.supernet import create_supernet
+    from salnas_core.train import distributed as dist_utils
+    from salnas_core.train.checkpoint import save_supernet
+    from salnas_core.train.trainer import SupernetTrainer
+    from salnas_core.utils.io import atomic_write_json, read_json
+
+    out = Path(out)
+    p = resolve_params(preset, epochs, self_kd, space, overrides, params_path)
+    step, cfg = split_params(p)
+    root = find_dataset(data, step.get("dataset"))
+    manifest = read_json(root / "manifest.json")
+    phash = params_hash(p, manifest.get("version"))
+
+    metrics_path = out / "metrics.json"
+    if not force and not resume and metrics_path.exists() and (out / "supernet.pt").exists():
+        done = read_json(metrics_path)
+        if done.get("params_hash") == phash:
+            log.info("%s: already complete for these params and data (use --force to retrain)", out)
+            return done
+
+    device = step.get("device") or "auto"
+    dist_utils.init_from_env(None if device == "auto" else torch.device(device))
+    is_main = dist_utils.is_main()
+    torch.manual_seed(cfg.seed)
+    model = create_supernet(step.get("space", "lite"), pretrained=bool(step.get("pretrained", True)))
+    space_name = model.space.name
+    train_set, calib_set, val_set = build_datasets(root, step, model.space.normalization, cfg.seed)
+    if is_main:
+        log.info("train-supernet: space %s, %d train / %d val images from %s, preset %s, %d epochs, "
+                 "Self-KD %s, %d process(es)", space_name, len(train_set), len(val_set), root,
+                 p.get("preset"), cfg.epochs, "on" if cfg.self_kd else "off", dist_utils.world_size())
+
+    jsonl = JsonlLogger(out / "log.jsonl")
+    kind = step.get("tracking", "mlflow") if is_main else "none"
+    run_params = {**p, "data": str(root), "data_version": manifest.get("version"),
+                  "world_size": dist_utils.world_size()}
+    with tracking(kind, f"train-supernet-{space_name}", run_params, jsonl) as (mlog, log_artifact):
+        def log_all(metrics: dict[str, float], step_: int | None = None) -> None:
+            mlog(metrics, step_)
+            if logger is not None:
+                logger(metrics, step_)
+
+        trainer = SupernetTrainer(model, train_set, val_set, cfg, out_dir=out, calib_set=calib_set,
+                                  logger=log_all, device=None if device == "auto" else device, space=space_name)
+        summary = trainer.fit(resume=resume)
+        if is_main:
+            meta = {"epoch": trainer.epoch, "self_kd": cfg.self_kd, "params_hash": phash,
+                    "data_version": manifest.get("version"), "final": summary["final"]}
+            save_supernet(out / "supernet.pt", trainer.model, space_name, meta)
+            write_plots(trainer.history, out / "plots")
+            summary.update({"params_hash": phash, "preset": p.get("preset"), "data": str(root),
+                            "data_version": manifest.get("version"), "params": p, "history": trainer.history})
+            atomic_write_json(metrics_path, summary)
+            log_all({"best_score": summary["best_score"] if summary["best_score"] is not None else float("nan")},
+                    trainer.epoch)
+            for f in (out / "best.pt", metrics_path, out / "plots" / "train.png"):
+                if f.exists():
+                    log_artifact(f)
+    dist_utils.barrier()
+    return summary
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for it in items or []:
+        if "=" not in it:
+            raise SystemExit(f"--set expects KEY=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="ingested dataset folder (salnas ingest --out)")
+    parser.add_argument("--out", required=True, help="run folder (supernet.pt, best.pt, checkpoints/, metrics.json, plots/)")
+    parser.add_argument("--preset", default=None, help="params.yaml preset: tiny | cpu | paper (default: the section's)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    parser.add_argument("--no-self-kd", dest="self_kd", action="store_false", default=None,
+                        help="train without Self-KD (ablation)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    parser.add_argument("--space", default=None, help="search space (lite | salnas)")
+    parser.add_argument("--params", default=None, help="params.yaml path (default: the repository's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one train_supernet parameter (YAML value), repeatable")
+    parser.add_argument("--force", action="store_true", help="retrain even if OUT is complete for these params")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    summary = run(args.data, args.out, preset=args.preset, epochs=args.epochs, self_kd=args.self_kd,
+                  resume=args.resume, space=args.space, overrides=_parse_set(args.set),
+                  params_path=args.params, force=args.force)
+    from salnas_core.train import distributed as dist_utils
+
+    if dist_utils.is_main():
+        fin = summary.get("final", {})
+        print(json.dumps({"out": str(args.out), "epochs": summary.get("epochs"), "best_epoch": summary.get("best_epoch"),
+                          "best_score": summary.get("best_score"),
+                          "max": fin.get("max"), "min": fin.get("min")}, indent=1))
+    dist_utils.destroy()
+    return 0
