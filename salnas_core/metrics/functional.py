@@ -58,11 +58,16 @@ def _std1(a: np.ndarray) -> float:
     return float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
+def _constant(a: np.ndarray) -> bool:
+    """A map with max == min (tested exactly, not via a std that rounding can make ~1e-17)."""
+    return bool(a.max() == a.min())
+
+
 def _minmax(a: np.ndarray) -> np.ndarray | None:
     """(a - min) / (max - min) as in the MIT code; None for a constant map (Matlab: all NaN)."""
-    lo, hi = a.min(), a.max()
-    if hi == lo:
+    if _constant(a):
         return None
+    lo, hi = a.min(), a.max()
     return (a - lo) / (hi - lo)
 
 
@@ -81,9 +86,9 @@ def cc(saliency_map, density) -> float:
     s = _as_map(saliency_map, "saliency_map")
     d = _as_map(density, "density")
     _same_shape(s, d, "saliency_map", "density")
-    ss, sd = _std1(s), _std1(d)
-    if ss == 0.0 or sd == 0.0:
+    if _constant(s) or _constant(d):
         return 0.0
+    ss, sd = _std1(s), _std1(d)
     a = (s - s.mean()) / ss
     b = (d - d.mean()) / sd
     a = a - a.mean()  # corr2 re-centres
@@ -141,10 +146,9 @@ def nss(saliency_map, fixations) -> float:
     f = _as_fixations(fixations, "fixations", s.shape)
     if not f.any():
         return float("nan")
-    sd = _std1(s)
-    if sd == 0.0:
+    if _constant(s):
         return 0.0
-    z = (s - s.mean()) / sd
+    z = (s - s.mean()) / _std1(s)
     return float(z[f].mean())
 
 
