@@ -15,18 +15,17 @@ import numpy as np
 class SplitRule:
     """Seeded permutation of the sorted ids; the last `n_val` (or `val_fraction`) go to val.
 
-    `official=True`: keep the split the dataset ships with (Record.split) where it has one.
+    A dataset that ships its own split (the reader sets Record.split, e.g. SALICON) keeps it.
     """
 
     n_val: int | None = None
     val_fraction: float = 0.2
-    official: bool = False
 
 
 SPLIT_RULES: dict[str, SplitRule] = {
     "osie": SplitRule(n_val=200),                 # SalNAS: 500 train / 200 val
     "nus_scene": SplitRule(val_fraction=0.2),     # no official split: 400 / 100
-    "salicon": SplitRule(official=True),          # images/train, images/val (test has no public fixations)
+    "salicon": SplitRule(),  # official images/train, images/val kept (test has no public fixations)
     "mit1003": SplitRule(n_val=100),              # common 903 / 100 protocol (no official split)
     "cat2000": SplitRule(val_fraction=0.2),       # official test set has no public fixations
     "pascal_s": SplitRule(val_fraction=0.2),
@@ -56,6 +55,6 @@ def assign_splits(dataset: str, ids: list[str], seed: int, official: dict[str, s
     """Split membership for `ids` under the dataset's rule (see SPLIT_RULES)."""
     rule = SPLIT_RULES.get(dataset, DEFAULT_RULE)
     official = official or {}
-    if rule.official and ids and all(official.get(i) for i in ids):
+    if ids and all(official.get(i) for i in ids):
         return {i: official[i] for i in ids}
     return seeded_split(ids, seed, rule.n_val, rule.val_fraction)

@@ -7,7 +7,7 @@ __all__ = ["READERS", "DEFAULT_NAMES", "Problem", "ReadResult", "Record", "get_r
 def _import_all() -> None:
     import importlib
 
-    for mod in ("shared_json", "osie", "salicon", "mit1003", "cat2000", "pascal_s", "dut_omron", "fiwi", "toronto"):
+    for mod in ("shared_json", "osie", "nus_scene", "salicon", "mit1003", "cat2000", "pascal_s", "dut_omron", "fiwi", "toronto"):
         try:
             importlib.import_module(f"{__name__}.{mod}")
         except ModuleNotFoundError as e:

@@ -146,3 +146,37 @@ def pair_images(result: ReadResult, images: dict[str, Path], annotated: set[str]
         if stem not in annotated:
             result.problems.append(Problem(str(p), "image_without_fixations",
                                            f"no fixation data for this image in {where}"))
+
+
+def first_existing(root: Path, candidates: tuple[str, ...], what: str) -> Path:
+    """The first of `candidates` (relative to root) that exists; a clear error listing them if none."""
+    for c in candidates:
+        p = root / c
+        if p.exists():
+            return p
+    raise FileNotFoundError(f"{root}: no {what} found (looked for: {', '.join(candidates)})")
+
+
+def mat_var(m: dict, key: str, path: Path):
+    if key not in m:
+        have = [k for k in m if not k.startswith("__")]
+        raise ValueError(f"{path}: no variable {key!r} in .mat file (has: {have})")
+    return m[key]
+
+
+def mat_str(v) -> str:
+    """A MATLAB char array as loaded by scipy (nested 1-element arrays) -> str."""
+    while isinstance(v, np.ndarray):
+        if v.size == 0:
+            return ""
+        v = v.ravel()[0] if v.dtype == object or v.dtype.kind != "U" else v.ravel()[0]
+    return str(v)
+
+
+def mat_struct(v):
+    """Unwrap scipy's (1, 1) object/record wrappers around a MATLAB struct."""
+    while isinstance(v, np.ndarray) and v.dtype == object and v.size == 1:
+        v = v.ravel()[0]
+    if isinstance(v, np.ndarray) and v.dtype.names and v.size == 1:
+        v = v.ravel()[0]
+    return v
