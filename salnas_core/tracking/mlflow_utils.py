@@ -1,0 +1,342 @@
+"""MLflow: one parent run per pipeline run, a child run per step, and the model registry.
+
+Tracking URI: `MLFLOW_TRACKING_URI`, else the embedded default `sqlite:///<repo>/mlflow.db` with
+artifacts in `<repo>/mlartifacts` (no server). Experiment: `MLFLOW_EXPERIMENT_NAME`, else `salnas`.
+`SALNAS_TRACKING=off` turns tracking off (runs become None, loggers no-ops).
+
+Steps that run as separate processes (dvc repro, Kubeflow) find their parent through
+`SALNAS_PARENT_RUN_ID`, which `start_run(..., pipeline=True)` exports for the processes it starts.
+
+Registry: `register_model` logs a pyfunc model (images of any size in, saliency maps out) with a
+signature, an input example, the architecture config, metrics, the data version and the git commit
+as version tags and MLmodel metadata. The same model file registered twice gives the same version
+(tag `salnas.source_sha256`). The alias `champion` moves only through `promote_if_better`, the gate:
+a lower validation selection score than the current champion's.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_EXPERIMENT = "salnas"
+DEFAULT_MODEL_NAME = "salnas"
+PARENT_ENV = "SALNAS_PARENT_RUN_ID"
+CHAMPION = "champion"
+TAG_HASH = "salnas.source_sha256"
+TAG_SCORE = "salnas.val_score"
+Logger = Callable[..., None]
+
+
+# ----------------------------------------------------------------------------- configuration
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, else the embedded sqlite store at <repo>/mlflow.db."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+
+
+def tracking_enabled() -> bool:
+    return os.environ.get("SALNAS_TRACKING", "on").strip().lower() not in ("0", "off", "false", "no")
+
+
+def configure(uri: str | None = None) -> str:
+    """Point the mlflow client (tracking and registry) at `uri` (default: `tracking_uri()`)."""
+    import mlflow
+
+    uri = uri or tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def _local_artifact_root(uri: str) -> str | None:
+    """For a sqlite store (no server), artifacts go to `mlartifacts/` beside the database."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        return (db.parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def experiment_id(name: str | None = None) -> str:
+    """The id of experiment `name` (default MLFLOW_EXPERIMENT_NAME or `salnas`), created if missing."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    uri = configure()
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    root = _local_artifact_root(uri)
+    try:
+        return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel step
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_commit(repo: str | os.PathLike | None = None) -> str:
+    """HEAD of the repository (`-dirty` when tracked files changed); SALNAS_GIT_COMMIT in containers."""
+    if os.environ.get("SALNAS_GIT_COMMIT"):
+        return os.environ["SALNAS_GIT_COMMIT"]
+    repo = str(repo or REPO_ROOT)
+    try:
+        head = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=20).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params -> {"a.b": "value"} strings (MLflow params are flat strings)."""
+    out: dict[str, str] = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            s = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+            out[key] = s[:6000]
+    return out
+
+
+# ----------------------------------------------------------------------------- runs
+
+@contextlib.contextmanager
+def start_run(name: str, *, pipeline: bool = False, params: dict[str, Any] | None = None,
+              tags: dict[str, str] | None = None) -> Iterator[Any]:
+    """A run for a pipeline (`pipeline=True`, the parent) or for one step (a child).
+
+    A step's parent is the active run in this process, else `SALNAS_PARENT_RUN_ID` (set by the
+    pipeline run for the processes it starts), else none (a standalone step run). Yields the
+    mlflow ActiveRun, or None when tracking is off. An exception marks the run FAILED.
+    """
+    if not tracking_enabled():
+        yield None
+        return
+    import mlflow
+    from mlflow import MlflowClient
+
+    configure()
+    t = {"salnas.kind": "pipeline" if pipeline else "step", "mlflow.source.git.commit": git_commit(),
+         **({"salnas.pipeline": name} if pipeline else {"salnas.step": name}), **(tags or {})}
+    active = mlflow.active_run()
+    parent = None if pipeline else (active.info.run_id if active else os.environ.get(PARENT_ENV) or None)
+    exp = experiment_id()
+    if parent:
+        t["mlflow.parentRunId"] = parent
+        try:  # a child lives in its parent's experiment
+            exp = MlflowClient().get_run(parent).info.experiment_id
+        except mlflow.exceptions.MlflowException:
+            log.warning("parent run %s not found at %s; the step run is not nested", parent, tracking_uri())
+            t.pop("mlflow.parentRunId")
+    with mlflow.start_run(run_name=name, experiment_id=exp, nested=active is not None, tags=t) as run:
+        if params:
+            mlflow.log_params(flatten(params))
+        if not pipeline:
+            yield run
+            return
+        prev = os.environ.get(PARENT_ENV)
+        os.environ[PARENT_ENV] = run.info.run_id
+        try:
+            yield run
+        finally:
+            if prev is None:
+                os.environ.pop(PARENT_ENV, None)
+            else:
+                os.environ[PARENT_ENV] = prev
+
+
+def mlflow_logger(run: Any) -> Logger:
+    """The logger callable train/search/evaluate take: log(metrics, step=None) -> metrics on `run`.
+
+    Non-numeric values are skipped; NaN/inf are logged as they are (MLflow keeps them).
+    """
+    if run is None:
+        return lambda metrics, step=None: None
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client, run_id = MlflowClient(), run.info.run_id
+
+    def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+        ts = int(time.time() * 1000)
+        batch = []
+        for k, v in metrics.items():
+            try:
+                batch.append(Metric(str(k), float(v), ts, int(step or 0)))
+            except (TypeError, ValueError):
+                continue
+        for i in range(0, len(batch), 1000):  # MLflow's log_batch limit
+            client.log_batch(run_id, metrics=batch[i:i + 1000])
+
+    return log_metrics
+
+
+# ----------------------------------------------------------------------------- pyfunc flavour
+
+def model_signature():
+    """Inputs: uint8 (N, H, W, 3), any H and W. Outputs: float32 (N, H, W) saliency maps."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1))]))
+
+
+def input_example(height: int = 60, width: int = 80, seed: int = 0) -> np.ndarray:
+    """A small deterministic image batch (1, H, W, 3): its size differs from the working size on purpose."""
+    return np.random.default_rng(seed).integers(0, 256, size=(1, height, width, 3), dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------- registry
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def find_version(name: str, source_sha256: str) -> Any | None:
+    """The registered version of `name` made from the model file with this hash, if any."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except mlflow.exceptions.MlflowException:
+        return None
+    hits = [v for v in versions if (v.tags or {}).get(TAG_HASH) == source_sha256]
+    return min(hits, key=lambda v: int(v.version)) if hits else None
+
+
+def register_model(model_path: str | os.PathLike, *, name: str = DEFAULT_MODEL_NAME, score: float,
+                   metrics: dict[str, float] | None = None, data_version: str | None = None,
+                   arch_config: dict | None = None, git_commit_id: str | None = None,
+                   extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """Register a `save_model` file as a new version of `name` (or return the existing one).
+
+    score: the validation selection score (lower is better) the champion gate compares.
+    Logs into the active run (the register step's run) or a new `register` run. Returns
+    {"name", "version", "uri", "source_sha256", "created": bool, "run_id"}.
+    """
+    import mlflow
+    import mlflow.pyfunc
+    from mlflow import MlflowClient
+
+    from salnas_core.tracking import pyfunc_model
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path}: model file to register not found")
+    if not math.isfinite(float(score)):
+        raise ValueError(f"{model_path}: validation score {score!r} is not a finite number; not registering")
+    configure()
+    digest = sha256_file(model_path)
+    found = find_version(name, digest)
+    if found is not None:
+        log.info("%s: already registered as %s version %s (same sha256)", model_path, name, found.version)
+        return {"name": name, "version": int(found.version), "uri": f"models:/{name}/{found.version}",
+                "source_sha256": digest, "created": False, "run_id": found.run_id}
+
+    commit = git_commit_id or git_commit()
+    metrics = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+    meta = {"arch_config": arch_config or {}, "metrics": metrics, "val_score": float(score),
+            "data_version": data_version or "unknown", "git_commit": commit, "source_sha256": digest}
+    tags = {TAG_HASH: digest, TAG_SCORE: repr(float(score)), "salnas.data_version": meta["data_version"],
+            "salnas.git_commit": commit, "salnas.arch_config": json.dumps(arch_config or {}, sort_keys=True),
+            "salnas.metrics": json.dumps(metrics, sort_keys=True), **(extra_tags or {})}
+    ctx = contextlib.nullcontext(mlflow.active_run()) if mlflow.active_run() else start_run("register")
+    with ctx as run:
+        mlflow.log_metrics({**{f"val_{k}": v for k, v in metrics.items()}, "val_score": float(score)})
+        mlflow.log_dict(arch_config or {}, "arch_config.json")
+        mlflow.set_tags({"salnas.data_version": meta["data_version"], TAG_HASH: digest})
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(Path(pyfunc_model.__file__).resolve()), artifacts={"model": str(model_path)},
+            signature=model_signature(), input_example=input_example(), metadata=meta,
+            pip_requirements=[f"mlflow=={mlflow.__version__}", "torch==2.13.0", f"numpy=={np.__version__}",
+                              "pillow", "salnas"])
+        mv = mlflow.register_model(info.model_uri, name, tags=tags)
+        run_id = run.info.run_id
+    client = MlflowClient()
+    client.update_model_version(name, mv.version, description=(
+        f"SalNAS saliency model; val selection score {float(score):.4f} (lower is better); "
+        f"data {meta['data_version']}; commit {commit}"))
+    return {"name": name, "version": int(mv.version), "uri": f"models:/{name}/{mv.version}",
+            "source_sha256": digest, "created": True, "run_id": run_id}
+
+
+def get_champion(name: str = DEFAULT_MODEL_NAME) -> Any | None:
+    """The model version holding the `champion` alias, or None."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    configure()
+    try:
+        return MlflowClient().get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def version_score(name: str, version: int | str) -> float:
+    from mlflow import MlflowClient
+
+    mv = MlflowClient().get_model_version(name, str(version))
+    try:
+        return float(mv.tags[TAG_SCORE])
+    except (KeyError, ValueError):
+        raise ValueError(f"models:/{name}/{version}: no {TAG_SCORE} tag; it was not registered by salnas") from None
+
+
+def promote_if_better(name: str, version: int | str) -> dict[str, Any]:
+    """The gate: move `champion` to `version` only if its validation score beats the champion's.
+
+    Lower is better; a tie keeps the current champion. Returns {"promoted", "version", "score",
+    "previous", "previous_score", "reason"}.
+    """
+    from mlflow import MlflowClient
+
+    configure()
+    score = version_score(name, version)
+    cur = get_champion(name)
+    out: dict[str, Any] = {"version": int(version), "score": score, "previous": None, "previous_score": None}
+    if cur is not None:
+        out.update(previous=int(cur.version), previous_score=version_score(name, cur.version))
+        if int(cur.version) == int(version):
+            return {**out, "promoted": False, "reason": f"version {version} is already the champion"}
+        if not score < out["previous_score"]:
+            return {**out, "promoted": False,
+                    "reason": f"score {score:.4f} does not beat champion v{cur.version} "
+                              f"({out['previous_score']:.4f}; lower is better)"}
+    MlflowClient().set_registered_model_alias(name, CHAMPION, str(version))
+    why = "no champion yet" if cur is None else f"beats v{cur.version} ({out['previous_score']:.4f})"
+    return {**out, "promoted": True, "reason": f"score {score:.4f} {why}"}
+
+
+def load_champion(name: str = DEFAULT_MODEL_NAME) -> Any:
+    """The champion as an mlflow pyfunc model: `.predict(uint8 (N, H, W, 3)) -> (N, H, W)`."""
+    import mlflow.pyfunc
+
+    configure()
+    return mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")

@@ -1,0 +1,51 @@
+"""The pyfunc flavour of a registered SalNAS model: images of any size in, saliency maps out.
+
+Importable at top level so the logged model pickles this class by reference (salnas is installed
+wherever the model is served: the project image).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.models
+import mlflow.pyfunc
+import numpy as np
+
+
+def as_rgb8(a: Any) -> np.ndarray:
+    """(H, W, 3) uint8, or float in [0, 1] / [0, 255] converted to uint8."""
+    a = np.asarray(a)
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"expected an RGB image (H, W, 3), got shape {a.shape}")
+    if a.dtype != np.uint8:
+        a = np.clip(a if a.max() > 1.0 else a * 255.0, 0, 255).round().astype(np.uint8)
+    return a
+
+
+class SaliencyModel(mlflow.pyfunc.PythonModel):
+    """uint8 RGB images (N, H, W, 3) of any H, W -> float32 maps (N, H, W); (H, W, 3) -> (H, W).
+
+    A list of images of different sizes gives a list of maps. Wraps
+    salnas_core.serve.predict.Predictor: resize to the net's working size, the space's
+    normalisation, forward, maps resized back bilinearly to each image's size.
+    """
+
+    def load_context(self, context) -> None:
+        from salnas_core.serve.predict import Predictor
+
+        self.predictor = Predictor(context.artifacts["model"], device="cpu")
+
+    def predict(self, context, model_input, params=None):
+        if isinstance(model_input, dict):  # a named tensor input
+            model_input = next(iter(model_input.values()))
+        if isinstance(model_input, (list, tuple)):
+            return [self.predictor.predict_arrays([as_rgb8(a)])[0] for a in model_input]
+        x = np.asarray(model_input)
+        single = x.ndim == 3
+        batch = [as_rgb8(a) for a in (x[None] if single else x)]
+        maps = np.stack(self.predictor.predict_arrays(batch)).astype(np.float32)
+        return maps[0] if single else maps
+
+
+# models-from-code: mlflow logs this file and runs it at load time instead of unpickling an object
+mlflow.models.set_model(SaliencyModel())

@@ -1,0 +1,180 @@
+"""MLflow runs, registry, champion gate and the register step, against a real MLflow server
+(sqlite store, artifacts proxied to the real S3 server)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from salnas_core.tracking import mlflow_utils as mu
+from salnas_core.tracking import storage
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """Two real static subnets of the lite space (the smallest), with different weights."""
+    import torch
+
+    from salnas_core.supernet import create_supernet, save_model
+
+    d = tmp_path_factory.mktemp("models")
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        sn = create_supernet("lite", pretrained=False)
+        sn.sample_min_subnet()
+        paths.append(save_model(d / f"m{seed}" / "model.pt", sn.get_active_subnet()))
+    return paths
+
+
+def test_pipeline_run_with_step_children_in_and_out_of_process(mlflow_tracking):
+    from mlflow import MlflowClient
+
+    with mu.start_run("pipeline", pipeline=True, params={"preset": "tiny", "a": {"b": [1, 2]}}) as parent:
+        pid = parent.info.run_id
+        assert os.environ[mu.PARENT_ENV] == pid
+        with mu.start_run("train_supernet") as child:
+            log = mu.mlflow_logger(child)
+            for step in range(3):
+                log({"loss": 1.0 / (step + 1), "lr": 0.1, "note": "skipped"}, step)
+        # a step in another process (dvc repro, kfp) finds its parent through the environment
+        code = ("from salnas_core.tracking import mlflow_utils as mu\n"
+                "with mu.start_run('search') as r:\n    mu.mlflow_logger(r)({'score': 2.5}, 0)\n"
+                "    print('RUN', r.info.run_id)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
+        assert out.returncode == 0, out.stderr
+        sub_id = next(ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("RUN "))
+    assert mu.PARENT_ENV not in os.environ
+    client = MlflowClient()
+    runs = {r.info.run_id: r for r in client.search_runs([parent.info.experiment_id])}
+    assert set(runs) == {pid, child.info.run_id, sub_id}
+    for rid, step in ((child.info.run_id, "train_supernet"), (sub_id, "search")):
+        assert runs[rid].data.tags["mlflow.parentRunId"] == pid
+        assert runs[rid].data.tags["salnas.step"] == step
+        assert runs[rid].info.status == "FINISHED"
+    assert runs[pid].data.params == {"preset": "tiny", "a.b": "[1, 2]"}
+    hist = client.get_metric_history(child.info.run_id, "loss")
+    assert [(m.step, round(m.value, 6)) for m in hist] == [(0, 1.0), (1, 0.5), (2, round(1 / 3, 6))]
+    assert "note" not in runs[child.info.run_id].data.metrics
+
+
+def test_failed_step_is_marked_failed(mlflow_tracking):
+    from mlflow import MlflowClient
+
+    with pytest.raises(RuntimeError):
+        with mu.start_run("distill") as r:
+            raise RuntimeError("boom")
+    assert MlflowClient().get_run(r.info.run_id).info.status == "FAILED"
+
+
+def test_tracking_off_gives_no_run(monkeypatch):
+    monkeypatch.setenv("SALNAS_TRACKING", "off")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # would fail if contacted
+    with mu.start_run("evaluate") as r:
+        assert r is None
+        mu.mlflow_logger(r)({"x": 1.0}, 0)
+
+
+def test_registry_gate_idempotence_and_pyfunc(mlflow_tracking, model_files, s3_server):
+    from mlflow import MlflowClient
+    from mlflow.models import Model
+
+    from salnas_core.serve.predict import Predictor
+
+    name = f"salnas-{os.environ['MLFLOW_EXPERIMENT_NAME']}"
+    client = MlflowClient()
+    cfg = {"space": "lite", "depth": [1]}
+    first = mu.register_model(model_files[0], name=name, score=2.0, metrics={"cc": 0.5, "kld": 1.1},
+                              data_version="dvc:abc;manifest:osie@123", arch_config=cfg, git_commit_id="c0ffee")
+    assert first["created"] and first["version"] == 1
+    again = mu.register_model(model_files[0], name=name, score=2.0, data_version="other")
+    assert (again["created"], again["version"]) == (False, 1)
+    assert len(client.search_model_versions(f"name = '{name}'")) == 1
+
+    mv = client.get_model_version(name, "1")
+    assert mv.tags["salnas.data_version"] == "dvc:abc;manifest:osie@123"
+    assert mv.tags["salnas.git_commit"] == "c0ffee"
+    assert json.loads(mv.tags["salnas.arch_config"]) == cfg
+    assert json.loads(mv.tags["salnas.metrics"]) == {"cc": 0.5, "kld": 1.1}
+    assert float(mv.tags[mu.TAG_SCORE]) == 2.0
+    info = Model.load(f"models:/{name}/1")
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, -1, -1, 3]
+    assert info.metadata["arch_config"] == cfg and info.metadata["git_commit"] == "c0ffee"
+    assert info.saved_input_example_info is not None
+
+    # the gate: the first version becomes champion, a worse one does not, a better one does
+    assert mu.get_champion(name) is None
+    assert mu.promote_if_better(name, 1)["promoted"]
+    worse = mu.register_model(model_files[1], name=name, score=2.5, data_version="d")
+    g = mu.promote_if_better(name, worse["version"])
+    assert not g["promoted"] and g["previous"] == 1 and int(mu.get_champion(name).version) == 1
+    client.set_model_version_tag(name, str(worse["version"]), mu.TAG_SCORE, "1.5")  # re-scored, now better
+    g = mu.promote_if_better(name, worse["version"])
+    assert g["promoted"] and int(mu.get_champion(name).version) == worse["version"]
+    assert not mu.promote_if_better(name, 1)["promoted"]  # 2.0 no longer beats 1.5
+
+    # pyfunc: any image size in, same-size maps out, equal to running the model file directly
+    model = mu.load_champion(name)
+    direct = Predictor(str(model_files[1]), device="cpu")
+    for h, w in ((97, 131), (300, 200)):
+        imgs = np.random.default_rng(h).integers(0, 256, size=(2, h, w, 3), dtype=np.uint8)
+        maps = model.predict(imgs)
+        assert maps.shape == (2, h, w) and maps.dtype == np.float32 and (maps >= 0).all()
+        np.testing.assert_allclose(maps, np.stack(direct.predict_arrays(list(imgs))), rtol=1e-5, atol=1e-6)
+    # the artifacts live on the S3 server behind the tracking server
+    keys = [o["key"] for o in storage.list_prefix("s3://mlflow/artifacts")]
+    assert sum(k.endswith("model.pt") for k in keys) >= 2
+
+
+def test_register_step_picks_best_and_is_idempotent(mlflow_tracking, model_files, tmp_path, monkeypatch):
+    import shutil
+
+    from salnas_core.steps import register
+    from salnas_core.utils.io import atomic_write_json
+
+    monkeypatch.chdir(tmp_path)
+    for variant, src in (("S", model_files[0]), ("M", model_files[1])):
+        (tmp_path / "distill" / variant).mkdir(parents=True)
+        shutil.copy(src, tmp_path / "distill" / variant / "model.pt")
+    rows = [
+        {"dataset": "osie", "split": "val", "model": "centre_bias", "blur": False, "cross": False, "score": 0.1},
+        {"dataset": "osie", "split": "val", "model": "S", "blur": False, "cross": False, "cc": 0.6, "score": 1.9},
+        {"dataset": "osie", "split": "val", "model": "M", "blur": False, "cross": False, "cc": 0.4, "score": 2.4},
+        {"dataset": "osie", "split": "val", "model": "M", "blur": True, "cross": False, "cc": 0.7, "score": 1.2},
+    ]
+    atomic_write_json(tmp_path / "evaluate" / "metrics.json", rows)
+    ds = tmp_path / "ingested" / "osie"
+    atomic_write_json(ds / "manifest.json", {"dataset": "osie", "version": "f" * 64})
+    (tmp_path / "data.dvc").write_text("outs:\n- md5: 0123abcd.dir\n  path: data/raw\n")
+    name = f"salnas-{os.environ['MLFLOW_EXPERIMENT_NAME']}"
+    s = register.run(tmp_path / "evaluate", tmp_path / "distill", tmp_path / "reg", data=ds, name=name)
+    assert (s["variant"], s["score"], s["alias"], s["promoted"]) == ("S", 1.9, "champion", True)
+    assert s["data_version"] == f"dvc:0123abcd.dir;manifest:osie@{'f' * 16}"
+    on_disk = json.loads((tmp_path / "reg" / "registered.json").read_text())
+    assert on_disk["version"] == s["version"] and on_disk["uri"] == f"models:/{name}/{s['version']}"
+    again = register.run(tmp_path / "evaluate", tmp_path / "distill", tmp_path / "reg", data=ds, name=name)
+    assert (again["version"], again["created"], again["promoted"]) == (s["version"], False, False)
+    assert again["alias"] == "champion"
+
+
+@pytest.mark.parametrize("metrics,err", [
+    ([], "no finite selection score"),
+    ([{"model": "S", "score": float("nan")}], "no finite selection score"),
+    ({"rows": [{"model": "X", "score": 1.0}]}, "no finite selection score"),
+])
+def test_pick_best_rejects_unusable_metrics(metrics, err):
+    from salnas_core.steps.register import pick_best
+
+    with pytest.raises(ValueError, match=err):
+        pick_best(metrics, ["S"], "runs/evaluate/metrics.json")
+
+
+def test_register_step_names_missing_inputs(tmp_path):
+    from salnas_core.steps import register
+
+    with pytest.raises(FileNotFoundError, match="no distilled models"):
+        register.run(tmp_path / "e", tmp_path / "d", tmp_path / "o")
