@@ -1,0 +1,51 @@
+"""What a lightweight component runs: the step's CLI, in-process, with artifact paths.
+
+Imported inside the generated component functions (they run in a fresh process: kfp.local's
+SubprocessRunner, or the project image on a cluster), so it must stay importable without kfp.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _path(v: Any) -> str:
+    return v.path if hasattr(v, "path") else os.fspath(v)
+
+
+def step_argv(name: str, values: dict[str, Any]) -> list[str]:
+    """The CLI argv (after `salnas`) for a step, from KFP artifacts/values or plain paths."""
+    from .steps import get_step
+
+    defn = get_step(name)
+    resolved = dict(values)
+    for a in (*defn.inputs, *defn.outputs):
+        if a.name in resolved:
+            v = resolved[a.name]
+            resolved[a.name] = [_path(x) for x in v] if a.is_list else _path(v)
+    return defn.argv(resolved)
+
+
+def run_step(name: str, **values: Any) -> list[str]:
+    """Run `salnas <step> ...` in this process; raise if it fails (so the task fails)."""
+    from salnas_core import cli
+
+    from .steps import get_step
+
+    defn = get_step(name)
+    argv = step_argv(name, values)
+    for a in defn.outputs:  # KFP hands out paths whose parent may not exist yet
+        os.makedirs(os.path.dirname(_path(values[a.name])) or ".", exist_ok=True)
+    print("+ salnas " + shlex.join(argv), flush=True)
+    rc = cli.main(argv)
+    if rc:
+        raise RuntimeError(f"salnas {defn.name} failed with exit status {rc}: salnas {shlex.join(argv)}")
+    for a in defn.outputs:  # lineage shown in the KFP UI / kept by kfp.local
+        art = values[a.name]
+        if hasattr(art, "metadata"):
+            art.metadata["salnas_command"] = "salnas " + " ".join(argv[: len(defn.command)])
+    return argv

@@ -1,0 +1,261 @@
+"""`salnas pipeline compile | run-local | submit | gate`: the Kubeflow door to the same steps.
+
+- compile: the container-form pipeline to IR YAML (kfp-kubernetes settings from the flags);
+- run-local: the lightweight form through kfp.local's SubprocessRunner in this interpreter,
+  under one MLflow parent run (the steps' runs nest under it through SALNAS_PARENT_RUN_ID);
+- submit: a compiled package to a Kubeflow Pipelines API server (kfp.Client);
+- gate: the pipeline's champion gate (a step of the DAG, run by its component).
+
+The DAG lives in pipelines/, the components in components/; this module only parses arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PACKAGE = "pipelines/salnas.yaml"
+
+
+# --- the gate ------------------------------------------------------------------------------------
+
+def gate(models: list[str], evaluations: list[str], out: str, model_name: str | None = None) -> dict[str, Any]:
+    """Pick the best evaluated variant over the per-budget branches and compare its validation
+    selection score (lower is better) with the registered champion's.
+
+    `models[i]` is a distill output (holds <variant>/model.pt) and `evaluations[i]` the evaluate
+    output for it (metrics.json). Writes OUT/<variant>/ (the model folder), OUT/metrics.json and
+    OUT/gate.json, so `salnas register --models OUT --evaluate OUT` registers exactly this one.
+    """
+    from salnas_core.steps.register import pick_best
+    from salnas_core.tracking import mlflow_utils as mu
+    from salnas_core.utils.io import atomic_dir, atomic_write_json, read_json
+
+    if len(models) != len(evaluations) or not models:
+        raise ValueError(f"gate: need one evaluation per model, got {len(models)} models and "
+                         f"{len(evaluations)} evaluations")
+    best: tuple[float, str, Path, dict, dict] | None = None
+    seen = []
+    for m, e in zip(models, evaluations):
+        m, e = Path(m), Path(e)
+        variants = sorted(p.parent.name for p in m.glob("*/model.pt"))
+        if not variants:
+            raise FileNotFoundError(f"{m}: no distilled model (<variant>/model.pt)")
+        metrics = read_json(e / "metrics.json")
+        variant, row = pick_best(metrics, variants, str(e / "metrics.json"))
+        score = float(row["score"])
+        seen.append({"variant": variant, "score": score, "split": row.get("split")})
+        if best is None or score < best[0]:
+            best = (score, variant, m, row, metrics)
+    assert best is not None
+    score, variant, model_dir, row, metrics = best
+
+    name = model_name or mu.DEFAULT_MODEL_NAME
+    champ = mu.get_champion(name)
+    champ_score = mu.version_score(name, champ.version) if champ is not None else math.inf
+    beats = score < champ_score  # a tie keeps the champion, as promote_if_better does
+    decision = {"candidate": variant, "candidate_score": score, "split": row.get("split"),
+                "champion_version": int(champ.version) if champ is not None else None,
+                "champion_score": None if champ is None else champ_score, "beats_champion": beats,
+                "model_name": name, "variants": seen}
+    with atomic_dir(out) as tmp:
+        shutil.copytree(model_dir / variant, tmp / variant)
+        atomic_write_json(tmp / "metrics.json", metrics)
+        atomic_write_json(tmp / "gate.json", decision)
+    log.info("gate: %s (score %.4f) %s the champion (%s)", variant, score,
+             "beats" if beats else "does not beat",
+             "none yet" if champ is None else f"v{champ.version}, {champ_score:.4f}")
+    return decision
+
+
+# --- compile / run-local / submit ----------------------------------------------------------------
+
+def _k8s_settings(args: argparse.Namespace):
+    from pipelines.salnas_pipeline import K8sSettings
+
+    s = K8sSettings(accelerator_type=args.accelerator_type, gpus=args.gpus, s3_secret=args.s3_secret,
+                    s3_endpoint=args.s3_endpoint, mlflow_tracking_uri=args.mlflow_uri,
+                    cache_pvc=args.cache_pvc or None)
+    if args.node_selector:
+        s.node_selector = dict(args.node_selector)
+    return s
+
+
+def _defaults(args: argparse.Namespace) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    for k in ("source", "fmt", "limit", "preset", "epochs", "distill_epochs", "model_name"):
+        v = getattr(args, k, None)
+        if v is not None:
+            d[k] = v
+    if getattr(args, "budgets", None):
+        d["budgets"] = [b.strip() for b in args.budgets.split(",") if b.strip()]
+    return d
+
+
+def run_local(source: str, fmt: str = "shared_json", preset: str = "tiny", limit: int = 0, epochs: int = 0,
+              distill_epochs: int = 0, budgets: list[str] | None = None, model_name: str = "salnas",
+              pipeline_root: str = "runs/kfp-local") -> dict[str, Any]:
+    """Run the whole pipeline with kfp.local (lightweight components, this interpreter).
+
+    Returns {"run_dir", "parent_run_id", "gate", "registered"} read from the run's artifacts.
+    """
+    from kfp import local
+
+    from pipelines.salnas_pipeline import build_pipeline
+    from salnas_core.tracking import mlflow_utils as mu
+
+    root = Path(pipeline_root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    # use_venv=False: tasks run in this interpreter, where salnas is installed
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    pipe = build_pipeline("python")
+    args = {"source": source, "fmt": fmt, "preset": preset, "limit": limit, "epochs": epochs,
+            "distill_epochs": distill_epochs, "model_name": model_name}
+    if budgets:
+        args["budgets"] = list(budgets)
+    before = {p.name for p in root.iterdir()}
+    t0 = time.time()
+    with mu.start_run("pipeline-kfp-local", pipeline=True, params=args) as parent:
+        pipe(**args)
+    runs = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise RuntimeError(f"{root}: kfp.local wrote no run folder")
+    run_dir = runs[-1]
+    out: dict[str, Any] = {"run_dir": str(run_dir), "seconds": round(time.time() - t0, 1),
+                           "parent_run_id": parent.info.run_id if parent is not None else None}
+    for key, pattern in (("gate", "gate/candidate/gate.json"), ("registered", "**/register/registration/registered.json")):
+        hits = sorted(run_dir.glob(pattern))
+        out[key] = json.loads(hits[0].read_text()) if hits else None
+    return out
+
+
+def submit(host: str, package: str, arguments: dict[str, Any] | None = None, run_name: str | None = None,
+           experiment: str = "salnas", namespace: str | None = None) -> dict[str, Any]:
+    """Submit a compiled package to the KFP API at `host`. A bearer token comes from KFP_TOKEN
+    (never a flag, so it stays out of shell history and logs)."""
+    import kfp
+
+    if not Path(package).is_file():
+        raise FileNotFoundError(f"{package}: pipeline package not found (run `salnas pipeline compile` first)")
+    kwargs: dict[str, Any] = {"host": host}
+    if os.environ.get("KFP_TOKEN"):
+        kwargs["existing_token"] = os.environ["KFP_TOKEN"]
+    if namespace:
+        kwargs["namespace"] = namespace
+    try:
+        client = kfp.Client(**kwargs)
+        res = client.create_run_from_pipeline_package(
+            package, arguments=arguments or {}, run_name=run_name or time.strftime("salnas-%Y%m%d-%H%M%S"),
+            experiment_name=experiment, namespace=namespace)
+    except Exception as e:  # urllib3/kfp_server_api errors: say where and what
+        reason = getattr(e, "reason", None) or e
+        raise ConnectionError(f"Kubeflow Pipelines at {host}: submit failed: {type(e).__name__}: {reason}") from None
+    return {"run_id": res.run_id, "host": host, "run_url": f"{host.rstrip('/')}/#/runs/details/{res.run_id}"}
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+def _kv(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    return k, v
+
+
+def _add_pipeline_params(p: argparse.ArgumentParser, tiny: bool = False) -> None:
+    p.add_argument("--source", default=None, help="dataset folder or s3:// prefix")
+    p.add_argument("--fmt", "--format", dest="fmt", default=None, help="ingest reader (default shared_json)")
+    p.add_argument("--limit", type=int, default=None, help="first N images (0: all)")
+    p.add_argument("--preset", default="tiny" if tiny else None, help="tiny | cpu | paper")
+    p.add_argument("--epochs", type=int, default=None, help="supernet epochs (0: the preset's)")
+    p.add_argument("--distill-epochs", type=int, default=None, help="distill epochs (0: the preset's)")
+    p.add_argument("--budgets", default=None, help="comma-separated variant names, e.g. XL,M,S")
+    p.add_argument("--model-name", default=None, help="MLflow registered model name")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
+
+    c = sub.add_parser("compile", help="compile the Kubeflow pipeline (container components) to IR YAML")
+    c.add_argument("--out", default=DEFAULT_PACKAGE)
+    c.add_argument("--image", default=None, help="project image (default: $SALNAS_IMAGE or ghcr.io/salnas/salnas:latest)")
+    c.add_argument("--accelerator-type", default="nvidia.com/gpu")
+    c.add_argument("--gpus", type=int, default=1, help="GPUs per training step")
+    c.add_argument("--node-selector", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="GPU node selector (default nvidia.com/gpu.present=true)")
+    c.add_argument("--s3-secret", default="salnas-s3", help="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+    c.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL set as env (not secret)")
+    c.add_argument("--mlflow-uri", default=None, help="MLFLOW_TRACKING_URI for the steps")
+    c.add_argument("--cache-pvc", default="salnas-data-cache", help="PVC for the ingest cache ('' for none)")
+    _add_pipeline_params(c)
+
+    r = sub.add_parser("run-local", help="run the whole pipeline with kfp.local (tiny preset by default)")
+    r.add_argument("--pipeline-root", default="runs/kfp-local")
+    _add_pipeline_params(r, tiny=True)
+
+    s = sub.add_parser("submit", help="submit a compiled pipeline to a Kubeflow Pipelines server")
+    s.add_argument("--host", required=True, help="KFP API URL, e.g. http://localhost:8080 (token: $KFP_TOKEN)")
+    s.add_argument("--package", default=DEFAULT_PACKAGE)
+    s.add_argument("--experiment", default="salnas")
+    s.add_argument("--run-name", default=None)
+    s.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
+    s.add_argument("--param", type=_kv, action="append", default=[], metavar="NAME=VALUE",
+                   help="pipeline argument (YAML value), e.g. --param budgets='[XL, S]'")
+
+    g = sub.add_parser("gate", help="(a pipeline step) best variant vs the registry's champion")
+    g.add_argument("--models", nargs="+", required=True, help="distill outputs, one per budget")
+    g.add_argument("--evaluations", nargs="+", required=True, help="evaluate outputs, same order")
+    g.add_argument("--out", required=True, help="candidate folder for `salnas register`")
+    g.add_argument("--model-name", default=None)
+    g.add_argument("--beats-out", default=None, help="file to write true/false into (a KFP output)")
+    g.add_argument("--score-out", default=None, help="file to write the candidate's score into")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cmd = args.pipeline_command
+    try:
+        if cmd == "compile":
+            from pipelines.salnas_pipeline import compile_pipeline
+
+            path = compile_pipeline(args.out, image=args.image, k8s=_k8s_settings(args), defaults=_defaults(args))
+            print(path)
+        elif cmd == "run-local":
+            d = _defaults(args)
+            if "source" not in d:
+                from salnas_core.utils.params import DEFAULT_PARAMS
+
+                shared = DEFAULT_PARAMS.parent.parent / "shared" / "data" / "osie"
+                if not shared.exists():
+                    raise FileNotFoundError(f"--source not given and {shared} does not exist")
+                d["source"] = str(shared)
+            res = run_local(pipeline_root=args.pipeline_root, **d)
+            print(json.dumps(res, indent=1, default=str))
+        elif cmd == "submit":
+            import yaml
+
+            arguments = {k: yaml.safe_load(v) for k, v in args.param}
+            print(json.dumps(submit(args.host, args.package, arguments, args.run_name, args.experiment,
+                                    args.namespace)))
+        elif cmd == "gate":
+            from salnas_core.utils.io import atomic_write_text
+
+            d = gate(args.models, args.evaluations, args.out, args.model_name)
+            if args.beats_out:
+                atomic_write_text(args.beats_out, json.dumps(d["beats_champion"]))
+            if args.score_out:
+                atomic_write_text(args.score_out, json.dumps(d["candidate_score"]))
+            print(json.dumps(d, indent=1))
+    except (FileNotFoundError, ValueError, ConnectionError) as e:
+        print(f"salnas pipeline {cmd}: {e}", file=sys.stderr)
+        return 1
+    return 0

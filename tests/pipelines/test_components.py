@@ -1,0 +1,103 @@
+"""Components generated from the definition table: both forms, the same interface, the real CLIs."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+
+import pytest
+
+from components import factory
+from components.runtime import step_argv
+from components.steps import STEPS, get_step
+from salnas_core import cli
+
+STEP_NAMES = [d.name for d in STEPS]
+
+
+def _interface(comp) -> tuple[set, set]:
+    spec = comp.component_spec
+    return set(spec.inputs or {}), set(spec.outputs or {})
+
+
+@pytest.mark.parametrize("name", STEP_NAMES)
+def test_both_forms_share_one_interface(name):
+    defn = get_step(name)
+    py = factory.python_component(defn, base_image="example.org/salnas:test")
+    box = factory.container_component(defn, image="example.org/salnas:test")
+    assert _interface(py) == _interface(box)
+    ins, outs = _interface(py)
+    assert {a.name for a in defn.inputs} | {p.name for p in defn.params} == ins
+    assert {a.name for a in defn.outputs} | {o.name for o in defn.out_params} == outs
+    # the lightweight form calls the CLI through the runtime, in the project image, without pip
+    impl = py.component_spec.implementation.container
+    assert impl.image == "example.org/salnas:test"
+    assert f"run_step({name!r}" in " ".join(impl.command)
+    assert "pip install" not in " ".join(impl.command)
+
+
+@pytest.mark.parametrize("defn", [d for d in STEPS if d.container], ids=lambda d: d.name)
+def test_container_form_calls_the_step_cli_with_artifact_paths(defn):
+    comp = factory.container_component(defn, image="ghcr.io/acme/salnas:1.0")
+    c = comp.component_spec.implementation.container
+    assert c.image == "ghcr.io/acme/salnas:1.0"
+    args = [a._to_string() if hasattr(a, "_to_string") else a for a in c.args]  # placeholders -> IR text
+    line = " ".join(c.command + args)
+    assert f"salnas {' '.join(defn.command)}" in line
+    for a in (*defn.inputs, *defn.outputs):
+        for flag, _ in a.flags:
+            assert flag in args
+        kind = "inputs" if a in defn.inputs else "outputs"
+        assert f"{{{{$.{kind}.artifacts['{a.name}'].path}}}}" in line
+
+
+@pytest.mark.parametrize("defn", STEPS, ids=lambda d: d.name)
+def test_every_flag_in_the_table_exists_in_the_step_cli(defn):
+    parser = cli.build_parser()
+    sub = parser._subparsers._group_actions[0].choices
+    assert defn.command[0] in sub, f"`salnas {defn.command[0]}` is not available (module missing?)"
+    p = sub[defn.command[0]]
+    for word in defn.command[1:]:
+        p = [a for a in p._actions if a.dest.endswith("_command")][0].choices[word]
+    known = {s for a in p._actions for s in a.option_strings}
+    flags = [f for a in (*defn.inputs, *defn.outputs) for f, _ in a.flags]
+    flags += [p_.flag for p_ in defn.params if p_.flag and p_.style == "flag"] + [o.flag for o in defn.out_params]
+    flags += [x for x in defn.extra_args if x.startswith("--")]
+    if any(p_.style == "set" for p_ in defn.params):
+        flags.append("--set")
+    missing = sorted(set(flags) - known)
+    assert not missing, f"salnas {' '.join(defn.command)} has no {missing} (its options: {sorted(known)})"
+
+
+def test_lightweight_argv_drops_unset_values_and_adds_suffixes():
+    argv = step_argv("distill", {"search": "/a/search", "supernet": "/a/sn", "data": "/a/data", "model": "/a/out",
+                                 "variant": "M", "preset": "tiny", "epochs": 0})
+    assert argv == ["distill", "--variants", "/a/search/variants.json", "--supernet", "/a/sn", "--data", "/a/data",
+                    "--out", "/a/out", "--variant", "M", "--preset", "tiny"]
+    argv = step_argv("train-supernet", {"data": "/d", "supernet": "/o", "preset": "cpu", "epochs": 3})
+    assert argv[-2:] == ["--epochs", "3"]
+
+
+def test_container_launcher_drops_unset_words(tmp_path):
+    """Run the generated `sh -c` line with a stand-in `salnas` that prints its argv."""
+    fake = tmp_path / "salnas"
+    fake.write_text('#!/bin/sh\nfor a do echo "$a"; done\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    cmd = factory.launcher_command(get_step("train-supernet"))
+    assert cmd[:2] == ["sh", "-c"]
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+
+    def run(*args):
+        return subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, check=True).stdout.split()
+
+    assert run("--data", "/d", "--preset", "cpu", "--epochs=0") == ["train-supernet", "--data", "/d", "--preset", "cpu"]
+    assert run("--data", "/d", "--epochs=12") == ["train-supernet", "--data", "/d", "--epochs=12"]
+    # an argument that merely contains the unset text is kept
+    assert run("--data", "--epochs=0x") == ["train-supernet", "--data", "--epochs=0x"]
+
+
+def test_unknown_step_and_form_are_refused():
+    with pytest.raises(KeyError, match="no pipeline step 'nope'"):
+        get_step("nope")
+    with pytest.raises(ValueError, match="component form"):
+        factory.build_components("docker")
