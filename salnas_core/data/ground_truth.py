@@ -78,7 +78,7 @@ def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
 
     # separable Gaussian as two FFT convolutions with explicit zero padding (same result as
     # mode="constant" up to float error, O(N log N) instead of O(N * sigma))
-    r = int(math.ceil(4.0 * sigma))
+    r = int(4.0 * sigma + 0.5)  # the radius scipy.ndimage uses for truncate=4
     x = np.arange(-r, r + 1, dtype=np.float64)
     k = np.exp(-0.5 * (x / sigma) ** 2)
     k /= k.sum()

@@ -415,7 +415,8 @@ def ingest(source: str | os.PathLike, fmt: str, out: str | os.PathLike, working_
             return e.problem
 
     bar = tqdm(total=len(records), desc=f"ingest {dataset}", unit="img", disable=not progress)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         for res in pool.map(work, records):
             bar.update(1)
             if isinstance(res, Problem):
@@ -425,7 +426,10 @@ def ingest(source: str | os.PathLike, fmt: str, out: str | os.PathLike, working_
             resumed += was_done
             problems.extend(warns)
             items.append({k: v for k, v in item.items() if not k.startswith("_")})
-    bar.close()
+    finally:
+        # on Ctrl-C or a crash, start no new items; finished ones are kept for the rerun
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
     for p in problems:
         (log.error if p.severity == "error" else log.warning)("%s", p)
 

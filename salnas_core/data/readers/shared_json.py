@@ -58,8 +58,12 @@ def _points(entry: dict) -> tuple[np.ndarray, int]:
     subjects = entry.get("subjects", [])
     if not isinstance(subjects, list):
         raise TypeError("'subjects' is not a list")
-    parts = []
-    for s in subjects:
-        parts.append(matlab_xy_to_rc(s["x"], s["y"]))
-    pts = np.concatenate(parts) if parts else np.zeros((0, 2))
-    return pts, len(subjects)
+    xs: list = []
+    ys: list = []
+    for k, s in enumerate(subjects):
+        x, y = s["x"], s["y"]
+        if len(x) != len(y):
+            raise ValueError(f"subject {k}: x and y have different lengths ({len(x)} vs {len(y)})")
+        xs.extend(x)
+        ys.extend(y)
+    return matlab_xy_to_rc(xs, ys), len(subjects)
