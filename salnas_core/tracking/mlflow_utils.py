@@ -121,9 +121,13 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
 # ----------------------------------------------------------------------------- runs
 
 @contextlib.contextmanager
-def start_run(name: str, *, pipeline: bool = False, params: dict[str, Any] | None = None,
-              tags: dict[str, str] | None = None) -> Iterator[Any]:
+def start_run(name: str | None = None, *, pipeline: bool = False, params: dict[str, Any] | None = None,
+              tags: dict[str, str] | None = None, step: str | None = None,
+              run_name: str | None = None) -> Iterator[Any]:
     """A run for a pipeline (`pipeline=True`, the parent) or for one step (a child).
+
+    name: the step (or pipeline) name, tagged `salnas.step` / `salnas.pipeline`; `step=` is an alias
+    and `run_name=` a different display name.
 
     A step's parent is the active run in this process, else `SALNAS_PARENT_RUN_ID` (set by the
     pipeline run for the processes it starts), else none (a standalone step run). Yields the
@@ -135,6 +139,9 @@ def start_run(name: str, *, pipeline: bool = False, params: dict[str, Any] | Non
     import mlflow
     from mlflow import MlflowClient
 
+    name = name or step
+    if not name:
+        raise ValueError("start_run: give the step or pipeline name")
     configure()
     t = {"salnas.kind": "pipeline" if pipeline else "step", "mlflow.source.git.commit": git_commit(),
          **({"salnas.pipeline": name} if pipeline else {"salnas.step": name}), **(tags or {})}
@@ -148,7 +155,7 @@ def start_run(name: str, *, pipeline: bool = False, params: dict[str, Any] | Non
         except mlflow.exceptions.MlflowException:
             log.warning("parent run %s not found at %s; the step run is not nested", parent, tracking_uri())
             t.pop("mlflow.parentRunId")
-    with mlflow.start_run(run_name=name, experiment_id=exp, nested=active is not None, tags=t) as run:
+    with mlflow.start_run(run_name=run_name or name, experiment_id=exp, nested=active is not None, tags=t) as run:
         if params:
             mlflow.log_params(flatten(params))
         if not pipeline:

@@ -1,0 +1,102 @@
+"""DVC: the repository's own .dvc/config, data.dvc and dvc.yaml, in a throw-away copy of the repo.
+
+- the raw snapshot is tracked (data.dvc), pushed to the real S3 server through the committed `s3`
+  remote (endpoint and credentials from the environment only), the cache and workspace copy are
+  removed, and `dvc pull` restores the same bytes;
+- `salnas main --preset tiny` runs `dvc repro` end to end (six stages) with MLflow on the real
+  server, ends with a `champion` that loads and predicts maps, and the outputs survive a push,
+  cache removal and pull.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "data"
+VENV_BIN = Path(sys.executable).parent
+
+
+def _dvc(repo: Path, *args: str, env=None) -> str:
+    out = subprocess.run([str(VENV_BIN / "dvc"), *args], cwd=repo, capture_output=True, text=True,
+                         env=env or os.environ.copy())
+    assert out.returncode == 0, f"dvc {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def copy_repo(dest: Path) -> Path:
+    """The committed files of this repository (git ls-files) in a fresh git repo: what a clone has."""
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True
+                           ).stdout.decode().split("\0")
+    for f in filter(None, files):
+        src = REPO / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+    # work not yet committed by parallel sessions is not needed: dvc.yaml, params.yaml, .dvc are
+    for f in ("dvc.yaml", "params.yaml", "data.dvc", ".dvc/config", ".dvc/.gitignore", ".dvcignore"):
+        shutil.copy2(REPO / f, dest / f)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "clone"], cwd=dest, check=True)
+    return dest
+
+
+@pytest.fixture
+def dvc_env(s3_server, monkeypatch):
+    """Environment for dvc subprocesses: the S3 prefix of the `s3` remote made unique per test."""
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    return os.environ
+
+
+def test_committed_dvc_config():
+    cfg = (REPO / ".dvc" / "config").read_text()
+    assert "remote = local" in cfg and "url = s3://dvc/" in cfg
+    assert "endpointurl" not in cfg and "secret" not in cfg.lower()  # endpoint and keys come from the env
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert list(spec["stages"]) == ["ingest", "train_supernet", "search", "distill", "evaluate", "register"]
+    for name, st in spec["stages"].items():
+        assert st["cmd"].startswith(f"salnas {name.replace('_', '-')} "), name
+        assert st["params"], name
+    assert yaml.safe_load((REPO / "data.dvc").read_text())["outs"][0]["path"] == "data/raw"
+
+
+@pytest.mark.skipif(not (SHARED / "osie").is_dir(), reason="../shared/data/osie is not beside the repository")
+def test_raw_snapshot_push_remove_cache_pull(tmp_path, dvc_env):
+    from salnas_core import main_job as mj
+
+    repo = copy_repo(tmp_path / "repo")
+    prefix = f"s3://dvc/test-{uuid.uuid4().hex[:8]}"
+    _dvc(repo, "remote", "modify", "--local", "s3", "url", prefix)
+    info = mj.snapshot_shared(SHARED / "osie", repo / "data" / "raw" / "osie", limit=6)
+    assert info["images"] == 6
+    before = _tree(repo / "data" / "raw")
+    assert len([k for k in before if k.endswith(".jpg")]) == 6
+    md5 = mj.track_raw(repo, str(VENV_BIN / "dvc"), mj._env(repo))
+    assert md5.endswith(".dir") and md5 != yaml.safe_load((REPO / "data.dvc").read_text())["outs"][0]["md5"]
+    _dvc(repo, "push", "-r", "s3", "data.dvc")
+
+    from salnas_core.tracking import storage
+    assert len(storage.list_prefix(prefix)) == 6 + 2 + 1  # images, fixations.json, LICENSE, .dir listing
+
+    shutil.rmtree(repo / ".dvc" / "cache")
+    shutil.rmtree(repo / "data" / "raw")
+    assert "not in cache" in _dvc(repo, "status", "data.dvc")
+    _dvc(repo, "pull", "-r", "s3", "data.dvc")
+    assert _tree(repo / "data" / "raw") == before
+    assert "up to date" in _dvc(repo, "status", "data.dvc")
