@@ -109,7 +109,7 @@ def _placeholder_args(defn: StepDef, ph: dict[str, Any]) -> list[Any]:
     for p in defn.params:
         v = ph[p.name]
         if p.style == "set":
-            args += ["--set", dsl.ConcatPlaceholder([f"{p.name}=", v])]
+            args += ["--set", dsl.ConcatPlaceholder([f"{p.key or p.name}=", v])]
         else:
             flag = p.flag or f"--{p.name.replace('_', '-')}"
             # `--flag=VALUE` in one word, so the launcher script can drop it when VALUE is `unset`

@@ -45,7 +45,8 @@ class Param:
     flag: str | None = None
     default: Any = _REQUIRED
     unset: Any = _REQUIRED
-    style: str = "flag"              # "flag": FLAG VALUE | "set": --set NAME=JSON
+    style: str = "flag"              # "flag": FLAG VALUE | "set": --set KEY=JSON
+    key: str | None = None           # the params.yaml key for style="set" (default: name)
 
     @property
     def required(self) -> bool:
@@ -60,7 +61,7 @@ class Param:
         if self.has_unset and value == self.unset:
             return []
         if self.style == "set":
-            return ["--set", f"{self.name}={json.dumps(value)}"]
+            return ["--set", f"{self.key or self.name}={json.dumps(value)}"]
         if self.type is bool:
             raise TypeError(f"{self.name}: bool flags cannot be rendered in a container command; use style='set'")
         text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)

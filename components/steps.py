@@ -30,8 +30,12 @@ STEPS: tuple[StepDef, ...] = (
         description="Evolutionary search of subnets under cost constraints, one per budget (salnas search).",
         inputs=(Art("supernet", "Model", "--supernet"), Art("data", "Dataset", "--data")),
         outputs=(Art("search", "Artifact", "--out"),),
+        # budgets: which named variants of params.yaml `search.budgets` to search (search.variants);
+        # constraints: global limits for every budget (max_gmacs, max_mparams, max_latency_ms)
         params=(Param("preset", str, "--preset", default="cpu"),
-                Param("budgets", list, "--budgets", default=[], unset=[])),
+                Param("budgets", list, style="set", key="variants", default=["XL", "M"]),
+                Param("constraints", dict, style="set", default={})),
+        extra_args=("--no-progress",),
     ),
     StepDef(
         name="distill", command=("distill",), gpu=True,

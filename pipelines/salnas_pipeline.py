@@ -72,7 +72,8 @@ def build_pipeline(form: str = "container", image: str | None = None, k8s: K8sSe
 
     c = build_components(form, image)
     d = {"source": "s3://salnas-data/osie", "fmt": "shared_json", "limit": 0, "preset": "cpu", "epochs": 0,
-         "distill_epochs": 0, "budgets": ["XL", "M", "S"], "model_name": "salnas", **(defaults or {})}
+         "distill_epochs": 0, "budgets": ["XL", "M", "S"], "constraints": {}, "model_name": "salnas",
+         **(defaults or {})}
     if k8s is None and form == "container":
         k8s = K8sSettings()
 
@@ -85,16 +86,18 @@ def build_pipeline(form: str = "container", image: str | None = None, k8s: K8sSe
     @dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)
     def salnas(source: str = d["source"], fmt: str = d["fmt"], limit: int = d["limit"],
                preset: str = d["preset"], epochs: int = d["epochs"], distill_epochs: int = d["distill_epochs"],
-               budgets: List[str] = d["budgets"], model_name: str = d["model_name"]):
+               budgets: List[str] = d["budgets"], constraints: dict = d["constraints"],
+               model_name: str = d["model_name"]):
         """source: dataset folder or s3:// prefix; fmt: its reader; limit: first N images (0: all);
         preset: tiny | cpu | paper (params.yaml); epochs / distill_epochs: 0 = the preset's;
-        budgets: named variants from params.yaml `search` (one distilled model each);
+        budgets: named variants from params.yaml `search.budgets` (one distilled model each);
+        constraints: limits for every budget, e.g. {"max_latency_ms": 30} (params.yaml search);
         model_name: the MLflow registered model the gate compares against."""
         ingest = k(c["ingest"](source=source, fmt=fmt, limit=limit), "ingest")
         data = ingest.outputs["data"]
         train = k(c["train-supernet"](data=data, preset=preset, epochs=epochs), "train-supernet")
-        search = k(c["search"](supernet=train.outputs["supernet"], data=data, preset=preset, budgets=budgets),
-                   "search")
+        search = k(c["search"](supernet=train.outputs["supernet"], data=data, preset=preset, budgets=budgets,
+                               constraints=constraints), "search")
         with dsl.ParallelFor(budgets, name="per-budget") as variant:
             distill = k(c["distill"](search=search.outputs["search"], supernet=train.outputs["supernet"],
                                      data=data, variant=variant, preset=preset, epochs=distill_epochs), "distill")

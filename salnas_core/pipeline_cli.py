@@ -98,12 +98,19 @@ def _defaults(args: argparse.Namespace) -> dict[str, Any]:
             d[k] = v
     if getattr(args, "budgets", None):
         d["budgets"] = [b.strip() for b in args.budgets.split(",") if b.strip()]
+    if getattr(args, "constraints", None):
+        import yaml
+
+        c = yaml.safe_load(args.constraints)
+        if not isinstance(c, dict):
+            raise ValueError(f"--constraints: expected a mapping like '{{max_latency_ms: 30}}', got {args.constraints!r}")
+        d["constraints"] = c
     return d
 
 
 def run_local(source: str, fmt: str = "shared_json", preset: str = "tiny", limit: int = 0, epochs: int = 0,
-              distill_epochs: int = 0, budgets: list[str] | None = None, model_name: str = "salnas",
-              pipeline_root: str = "runs/kfp-local") -> dict[str, Any]:
+              distill_epochs: int = 0, budgets: list[str] | None = None, constraints: dict | None = None,
+              model_name: str = "salnas", pipeline_root: str = "runs/kfp-local") -> dict[str, Any]:
     """Run the whole pipeline with kfp.local (lightweight components, this interpreter).
 
     Returns {"run_dir", "parent_run_id", "gate", "registered"} read from the run's artifacts.
@@ -122,6 +129,8 @@ def run_local(source: str, fmt: str = "shared_json", preset: str = "tiny", limit
             "distill_epochs": distill_epochs, "model_name": model_name}
     if budgets:
         args["budgets"] = list(budgets)
+    if constraints:
+        args["constraints"] = dict(constraints)
     before = {p.name for p in root.iterdir()}
     t0 = time.time()
     with mu.start_run("pipeline-kfp-local", pipeline=True, params=args) as parent:
@@ -179,6 +188,8 @@ def _add_pipeline_params(p: argparse.ArgumentParser, tiny: bool = False) -> None
     p.add_argument("--epochs", type=int, default=None, help="supernet epochs (0: the preset's)")
     p.add_argument("--distill-epochs", type=int, default=None, help="distill epochs (0: the preset's)")
     p.add_argument("--budgets", default=None, help="comma-separated variant names, e.g. XL,M,S")
+    p.add_argument("--constraints", default=None, help="search limits for every budget (YAML mapping), "
+                   "e.g. '{max_latency_ms: 30, max_gmacs: 1.5}'")
     p.add_argument("--model-name", default=None, help="MLflow registered model name")
 
 

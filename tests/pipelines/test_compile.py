@@ -20,7 +20,7 @@ def ir(tmp_path_factory):
                    "--node-selector", "nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3",
                    "--s3-secret", "salnas-s3", "--s3-endpoint", "http://minio.kubeflow:9000",
                    "--mlflow-uri", "http://mlflow.mlflow:5000", "--cache-pvc", "salnas-cache",
-                   "--budgets", "XL,M,S", "--preset", "paper"])
+                   "--budgets", "XL,M,S", "--preset", "paper", "--constraints", "{max_latency_ms: 30}"])
     assert rc == 0 and out.exists()
     docs = list(yaml.safe_load_all(out.read_text()))
     assert len(docs) == 2, "pipeline spec + platform spec"
@@ -42,9 +42,10 @@ def test_typed_parameters_with_defaults(ir):
     types = {k: v["parameterType"] for k, v in params.items()}
     assert types == {"source": "STRING", "fmt": "STRING", "limit": "NUMBER_INTEGER", "preset": "STRING",
                      "epochs": "NUMBER_INTEGER", "distill_epochs": "NUMBER_INTEGER", "budgets": "LIST",
-                     "model_name": "STRING"}
+                     "constraints": "STRUCT", "model_name": "STRING"}
     assert params["budgets"]["defaultValue"] == ["XL", "M", "S"]
     assert params["preset"]["defaultValue"] == "paper"
+    assert params["constraints"]["defaultValue"] == {"max_latency_ms": 30}
 
 
 def test_dag_fan_out_over_budgets_then_gate_then_register(ir):
@@ -79,6 +80,10 @@ def test_container_executors_use_the_project_image_and_the_cli(ir):
         c = ex[_executor_of(spec, step)]["container"]
         assert c["image"] == "ghcr.io/acme/salnas:cuda-1.0"
         assert "salnas" in " ".join(c["command"]) and step in " ".join(c["command"])
+    # the search step gets the budgets and constraints as params.yaml overrides
+    args = " ".join(ex[_executor_of(spec, "search")]["container"]["args"])
+    assert "variants=" in args and "{{$.inputs.parameters['budgets']}}" in args
+    assert "constraints=" in args and "{{$.inputs.parameters['constraints']}}" in args
     # the gate has no container form (it collects lists of artifacts): lightweight, same image
     g = ex[_executor_of(spec, "gate")]["container"]
     assert g["image"] == "ghcr.io/acme/salnas:cuda-1.0" and "run_step('gate'" in " ".join(g["command"])
