@@ -70,23 +70,33 @@ class SaliencyDataset(Dataset):
     def ids(self) -> list[str]:
         return [it["id"] for it in self.items]
 
+    def _rng(self) -> np.random.Generator:
+        if self._gen is not None:
+            return np.random.default_rng(int(torch.randint(2**62, (), generator=self._gen)))
+        # torch's global RNG differs per DataLoader worker and follows torch.manual_seed
+        return np.random.default_rng(int(torch.randint(2**62, ())))
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         it = self.items[i]
-        img = torch.from_numpy(_load_rgb(self.root / it["image"]).copy()).permute(2, 0, 1).float().div_(255.0)
+        rgb = _load_rgb(self.root / it["image"])
         pts = np.load(self.root / it["fixations"], allow_pickle=False)
         if self.size == self.working_size:
-            dens = torch.from_numpy(np.load(self.root / it["density"], allow_pickle=False))
+            dens = np.load(self.root / it["density"], allow_pickle=False)
         else:
-            img = torch.nn.functional.interpolate(img[None], size=self.size, mode="bilinear", antialias=True,
-                                                  align_corners=False)[0].clamp_(0, 1)
+            from PIL import Image
+
+            rgb = np.asarray(Image.fromarray(rgb).resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR))
             pts = gt.resize_points(pts, self.working_size, self.size)
-            dens = torch.from_numpy(gt.density_map(pts, self.size, self.sigma))
-        fix = torch.from_numpy(gt.fixation_map(pts, self.size))
-        dens, fix = dens[None].float(), fix[None]
+            dens = gt.density_map(pts, self.size, self.sigma)
+        # per-item work stays in numpy (single-threaded); tensors only at the end
+        img = rgb.transpose(2, 0, 1).astype(np.float32) * np.float32(1.0 / 255.0)
+        dens = dens[None].astype(np.float32, copy=False)
+        fix = gt.fixation_map(pts, self.size)[None]
         if self.augment is not None:
-            img, dens, fix = self.augment(img, dens, fix, self._gen)
-        return {"image": self.normalize(img), "density": dens.contiguous(), "fixations": fix.contiguous(),
-                "id": it["id"]}
+            img, dens, fix = self.augment(img, dens, fix, self._rng())
+        return {"image": torch.from_numpy(np.ascontiguousarray(self.normalize(img))),
+                "density": torch.from_numpy(np.ascontiguousarray(dens)),
+                "fixations": torch.from_numpy(np.ascontiguousarray(fix)), "id": it["id"]}
 
 
 def make_loader(root: str | Path, split: str, batch_size: int, normalization: str = "imagenet",

@@ -34,6 +34,31 @@ def test_item_shapes_and_ground_truth(tiny_ingested, norm):
 def test_lite_normalization_formula():
     x = torch.rand(3, 4, 5)
     assert torch.allclose(NORMALIZATIONS["lite"](x), (x * 255 - 127) / 128, atol=1e-5)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(NORMALIZATIONS["imagenet"](x[None])[0], (x - mean[:, None, None]) / std[:, None, None])
+
+
+@pytest.mark.parametrize("norm", sorted(NORMALIZATIONS))
+def test_numpy_and_torch_normalization_agree(norm):
+    x = torch.rand(2, 3, 4, 5)
+    assert np.allclose(NORMALIZATIONS[norm](x[0].numpy()), NORMALIZATIONS[norm](x)[0].numpy(), atol=1e-6)
+
+
+def test_paired_augment_keeps_maps_aligned_with_pixels():
+    rng = np.random.default_rng(0)
+    img = np.zeros((3, 6, 8), np.float32)
+    img[:, 2, 1] = 1.0  # a bright pixel with a fixation on it
+    dens = np.zeros((1, 6, 8), np.float32)
+    dens[0, 2, 1] = 1.0
+    fix = dens.copy()
+    flipped = 0
+    for _ in range(20):
+        a, d, f = PairedAugment(hflip_p=0.5, jitter=ColorJitter(0.3, 0.3, 0.3))(img, dens, fix, rng)
+        r, c = np.argwhere(f[0] == 1)[0]
+        assert d[0, r, c] == 1 and a[:, r, c].min() == a.max()  # still the brightest pixel
+        flipped += c == 6
+        assert 0 <= a.min() and a.max() <= 1
+    assert 0 < flipped < 20
 
 
 def test_loader_batches(tiny_ingested):
