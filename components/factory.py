@@ -32,6 +32,13 @@ def _json_text(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (list, dict, bool)) else str(v)
 
 
+def _unset_word(p: Param) -> str:
+    """The one argv word a parameter renders to when it holds its `unset` value."""
+    if p.style == "set":
+        return f"--set={p.key or p.name}={_json_text(p.unset)}"
+    return f"{p.flag or '--' + p.name.replace('_', '-')}={_json_text(p.unset)}"
+
+
 def _type_src(t: type) -> str:
     return {str: "str", int: "int", float: "float", bool: "bool", list: "list", dict: "dict"}[t]
 
@@ -108,7 +115,9 @@ def _placeholder_args(defn: StepDef, ph: dict[str, Any]) -> list[Any]:
             args += [flag, dsl.ConcatPlaceholder([path, suffix]) if suffix else path]
     for p in defn.params:
         v = ph[p.name]
-        if p.style == "set":
+        if p.style == "set" and p.has_unset:  # one word, so the launcher can drop it
+            args.append(dsl.ConcatPlaceholder([f"--set={p.key or p.name}=", v]))
+        elif p.style == "set":
             args += ["--set", dsl.ConcatPlaceholder([f"{p.key or p.name}=", v])]
         else:
             flag = p.flag or f"--{p.name.replace('_', '-')}"
@@ -123,8 +132,7 @@ def launcher_command(defn: StepDef) -> list[str]:
     """`salnas <step>` directly, or through a POSIX sh line that drops `--flag=<unset>` words
     (KFP placeholders cannot leave an argument out depending on its value)."""
     cli = ["salnas", *defn.command]
-    drops = [shlex.quote(f"{p.flag or '--' + p.name.replace('_', '-')}={_json_text(p.unset)}")
-             for p in defn.params if p.has_unset]
+    drops = [shlex.quote(_unset_word(p)) for p in defn.params if p.has_unset]
     if not drops:
         return cli
     script = ('for a do shift; case "$a" in ' + "|".join(drops) + ') ;; *) set -- "$@" "$a";; esac; done; '

@@ -34,7 +34,8 @@ STEPS: tuple[StepDef, ...] = (
         # constraints: global limits for every budget (max_gmacs, max_mparams, max_latency_ms)
         params=(Param("preset", str, "--preset", default="cpu"),
                 Param("budgets", list, style="set", key="variants", default=["XL", "M"]),
-                Param("constraints", dict, style="set", default={})),
+                Param("constraints", dict, style="set", default={}),
+                Param("device", str, "--device", default="cpu")),
         extra_args=("--no-progress",),
     ),
     StepDef(
@@ -45,7 +46,9 @@ STEPS: tuple[StepDef, ...] = (
         outputs=(Art("model", "Model", "--out"),),
         params=(Param("variant", str, "--variant"),
                 Param("preset", str, "--preset", default="cpu"),
-                Param("epochs", int, "--epochs", default=0, unset=0)),
+                Param("epochs", int, style="set", default=0, unset=0),      # 0: the preset's
+                Param("device", str, "--device", default="cpu")),
+        extra_args=("--no-progress",),
     ),
     StepDef(
         name="evaluate", command=("evaluate",),

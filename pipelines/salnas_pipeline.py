@@ -76,6 +76,8 @@ def build_pipeline(form: str = "container", image: str | None = None, k8s: K8sSe
          **(defaults or {})}
     if k8s is None and form == "container":
         k8s = K8sSettings()
+    # search and distill take --device: GPUs where the compiled steps get them
+    d.setdefault("device", "cuda" if k8s is not None and form == "container" and k8s.gpus > 0 else "cpu")
 
     def k(task, step: str):
         task.set_display_name(step)
@@ -87,20 +89,22 @@ def build_pipeline(form: str = "container", image: str | None = None, k8s: K8sSe
     def salnas(source: str = d["source"], fmt: str = d["fmt"], limit: int = d["limit"],
                preset: str = d["preset"], epochs: int = d["epochs"], distill_epochs: int = d["distill_epochs"],
                budgets: List[str] = d["budgets"], constraints: dict = d["constraints"],
-               model_name: str = d["model_name"]):
+               model_name: str = d["model_name"], device: str = d["device"]):
         """source: dataset folder or s3:// prefix; fmt: its reader; limit: first N images (0: all);
         preset: tiny | cpu | paper (params.yaml); epochs / distill_epochs: 0 = the preset's;
         budgets: named variants from params.yaml `search.budgets` (one distilled model each);
         constraints: limits for every budget, e.g. {"max_latency_ms": 30} (params.yaml search);
-        model_name: the MLflow registered model the gate compares against."""
+        model_name: the MLflow registered model the gate compares against;
+        device: where search and distill run (cuda | cpu)."""
         ingest = k(c["ingest"](source=source, fmt=fmt, limit=limit), "ingest")
         data = ingest.outputs["data"]
         train = k(c["train-supernet"](data=data, preset=preset, epochs=epochs), "train-supernet")
         search = k(c["search"](supernet=train.outputs["supernet"], data=data, preset=preset, budgets=budgets,
-                               constraints=constraints), "search")
+                               constraints=constraints, device=device), "search")
         with dsl.ParallelFor(budgets, name="per-budget") as variant:
             distill = k(c["distill"](search=search.outputs["search"], supernet=train.outputs["supernet"],
-                                     data=data, variant=variant, preset=preset, epochs=distill_epochs), "distill")
+                                     data=data, variant=variant, preset=preset, epochs=distill_epochs,
+                                     device=device), "distill")
             evaluate = k(c["evaluate"](model=distill.outputs["model"], data=data, preset=preset), "evaluate")
         gate = k(c["gate"](models=dsl.Collected(distill.outputs["model"]),
                            evaluations=dsl.Collected(evaluate.outputs["evaluation"]), model_name=model_name),

@@ -42,10 +42,11 @@ def test_typed_parameters_with_defaults(ir):
     types = {k: v["parameterType"] for k, v in params.items()}
     assert types == {"source": "STRING", "fmt": "STRING", "limit": "NUMBER_INTEGER", "preset": "STRING",
                      "epochs": "NUMBER_INTEGER", "distill_epochs": "NUMBER_INTEGER", "budgets": "LIST",
-                     "constraints": "STRUCT", "model_name": "STRING"}
+                     "constraints": "STRUCT", "model_name": "STRING", "device": "STRING"}
     assert params["budgets"]["defaultValue"] == ["XL", "M", "S"]
     assert params["preset"]["defaultValue"] == "paper"
     assert params["constraints"]["defaultValue"] == {"max_latency_ms": 30}
+    assert params["device"]["defaultValue"] == "cuda"  # compiled with GPUs
 
 
 def test_dag_fan_out_over_budgets_then_gate_then_register(ir):

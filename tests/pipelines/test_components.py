@@ -71,9 +71,12 @@ def test_every_flag_in_the_table_exists_in_the_step_cli(defn):
 
 def test_lightweight_argv_drops_unset_values_and_adds_suffixes():
     argv = step_argv("distill", {"search": "/a/search", "supernet": "/a/sn", "data": "/a/data", "model": "/a/out",
-                                 "variant": "M", "preset": "tiny", "epochs": 0})
+                                 "variant": "M", "preset": "tiny", "epochs": 0, "device": "cpu"})
     assert argv == ["distill", "--variants", "/a/search/variants.json", "--supernet", "/a/sn", "--data", "/a/data",
-                    "--out", "/a/out", "--variant", "M", "--preset", "tiny"]
+                    "--out", "/a/out", "--variant", "M", "--preset", "tiny", "--device", "cpu", "--no-progress"]
+    argv = step_argv("distill", {"search": "/s", "supernet": "/n", "data": "/d", "model": "/o", "variant": "S",
+                                 "preset": "tiny", "epochs": 2, "device": "cuda"})
+    assert argv[-5:] == ["--set", "epochs=2", "--device", "cuda", "--no-progress"]
     argv = step_argv("train-supernet", {"data": "/d", "supernet": "/o", "preset": "cpu", "epochs": 3})
     assert argv[-2:] == ["--epochs", "3"]
 
@@ -94,6 +97,11 @@ def test_container_launcher_drops_unset_words(tmp_path):
     assert run("--data", "/d", "--epochs=12") == ["train-supernet", "--data", "/d", "--epochs=12"]
     # an argument that merely contains the unset text is kept
     assert run("--data", "--epochs=0x") == ["train-supernet", "--data", "--epochs=0x"]
+    # a --set style parameter renders as one word, dropped the same way
+    dcmd = factory.launcher_command(get_step("distill"))
+    out = subprocess.run([*dcmd, "--variant", "M", "--set=epochs=0", "--set=epochs=5"], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["distill", "--variant", "M", "--set=epochs=5"]
 
 
 def test_unknown_step_and_form_are_refused():
