@@ -19,9 +19,14 @@ from torch import nn
 __all__ = ["kld_loss", "cc_loss", "nss_loss", "sim_loss", "SalNASLoss", "LOSSES"]
 
 MIT_EPS = 2.220446049250313e-16
-# Variance floor for the standardisations: keeps sqrt differentiable at a constant map while
-# far below the variance of any real map (probabilities ~1e-5 per pixel have variance ~1e-10).
-_VAR_EPS = 1e-20
+
+
+def _var_floor(x: torch.Tensor) -> torch.Tensor:
+    """Variance floor for the standardisations in CC and NSS: (1e-6 * mean|x|)^2 + 1e-24.
+    Relative to the map's own magnitude, so it changes a real map's CC/NSS by ~1e-10 at most,
+    yet keeps sqrt differentiable at a constant map, where the gradient is then finite and
+    moderate (~1e6 / (N * mean|x|) per pixel); the 1e-24 covers the all-zero map in float32."""
+    return (1e-6 * x.detach().abs().mean(-1, keepdim=True)) ** 2 + 1e-24
 
 
 def _flat(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -71,8 +76,8 @@ def cc_per_image(pred: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
     b = d - d.mean(-1, keepdim=True)
     # Pearson r = <a,b> / (|a| |b|); each norm floored so a constant map gives r = 0, not 0/0
     n = a.shape[-1]
-    na = torch.sqrt((a * a).sum(-1) + n * _VAR_EPS)
-    nb = torch.sqrt((b * b).sum(-1) + n * _VAR_EPS)
+    na = torch.sqrt((a * a).sum(-1) + n * _var_floor(p)[:, 0])
+    nb = torch.sqrt((b * b).sum(-1) + n * _var_floor(d)[:, 0])
     return (a * b).sum(-1) / (na * nb)
 
 
@@ -82,7 +87,7 @@ def nss_per_image(pred: torch.Tensor, fixations: torch.Tensor) -> torch.Tensor:
     f = (f > 0).to(p.dtype)
     n = p.shape[-1]
     a = p - p.mean(-1, keepdim=True)
-    std = torch.sqrt((a * a).sum(-1, keepdim=True) / max(n - 1, 1) + _VAR_EPS)
+    std = torch.sqrt((a * a).sum(-1, keepdim=True) / max(n - 1, 1) + _var_floor(p))
     nf = f.sum(-1)
     return ((a / std) * f).sum(-1) / nf.clamp_min(1)
 

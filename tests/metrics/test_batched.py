@@ -1,0 +1,166 @@
+"""Batched torch metrics and torchmetrics classes agree with the functional (numpy) API."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from salnas_core import metrics as M
+from salnas_core.metrics import batched as Bm
+
+from conftest import random_fixations, smooth_map
+
+FUNCTIONAL = {
+    "cc": lambda p, d, f, o, b: M.cc(p, d), "kld": lambda p, d, f, o, b: M.kld(p, d),
+    "sim": lambda p, d, f, o, b: M.sim(p, d), "nss": lambda p, d, f, o, b: M.nss(p, f),
+    "auc_judd": lambda p, d, f, o, b: M.auc_judd(p, f),
+    "auc_borji": lambda p, d, f, o, b: M.auc_borji(p, f),
+    "sauc": lambda p, d, f, o, b: M.sauc(p, f, o), "ig": lambda p, d, f, o, b: M.info_gain(p, f, b),
+}
+
+
+def make_batch(seed: int, B: int = 7, shape=(30, 40)):
+    """Random smooth maps plus every degenerate row the functional API special-cases."""
+    rng = np.random.default_rng(seed)
+    p = np.stack([smooth_map(rng, shape) for _ in range(B)])
+    p[1] = 0.3                                     # constant
+    p[2] = np.round(p[2] / p[2].max() * 4) / 4     # heavy ties, quantised on the 0.1 grid
+    p[5] = 0.0                                     # all zero
+    d = np.stack([smooth_map(rng, shape) for _ in range(B)]); d /= d.sum((1, 2), keepdims=True)
+    f = np.stack([random_fixations(rng, shape, int(n)) for n in rng.integers(1, 40, B)])
+    f[3] = 0                                       # no fixations
+    f[4] = 0; f[4, 0, 0] = 1                       # a single fixation
+    o = np.stack([random_fixations(rng, shape, 25) for _ in range(B)]); o[6] = 0
+    b = smooth_map(rng, shape)
+    return p, d, f, o, b
+
+
+def functional_rows(name, p, d, f, o, b):
+    return np.array([FUNCTIONAL[name](p[i], d[i], f[i], o[i], b) for i in range(len(p))])
+
+
+@pytest.mark.parametrize("name", Bm.ALL_NAMES)
+def test_batch_functions_equal_functional_per_image(name):
+    p, d, f, o, b = make_batch(0)
+    want = functional_rows(name, p, d, f, o, b)
+    t = torch.from_numpy
+    got = Bm.compute_batch(name, t(p)[:, None], density=t(d)[:, None], fixations=t(f)[:, None],
+                           other_fixations=t(o)[:, None], baseline=t(b)).numpy()
+    assert np.array_equal(np.isnan(want), np.isnan(got))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+def test_auc_judd_jitter_matches_functional():
+    p, d, f, o, b = make_batch(1)
+    want = [M.auc_judd(p[i], f[i], jitter=True, seed=7) for i in range(len(p))]
+    got = Bm.auc_judd_batch(torch.from_numpy(p), torch.from_numpy(f), jitter=True, seed=7)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+def test_colon_vectorised_equals_scalar():
+    from salnas_core.metrics.functional import matlab_colon
+    rng = np.random.default_rng(0)
+    bs = np.concatenate([rng.random(300), np.arange(11) / 10, np.arange(11) * 0.1,
+                         1 - np.arange(11) * 0.1, [0.0, 1.0, 0.95, 0.049999, 0.05]])
+    for step in (0.1, 0.05, 0.25, 1.0):
+        got = Bm._colon_desc(torch.from_numpy(bs), step).numpy()
+        for bv, row in zip(bs, got):
+            want = matlab_colon(0, step, bv)[::-1]
+            assert np.array_equal(row[np.isfinite(row)], want)
+
+
+def test_saliency_metrics_accumulates_mean_over_batches_and_skips_undefined():
+    names = Bm.ALL_NAMES
+    m = Bm.SaliencyMetrics(names=names)
+    rows = {n: [] for n in names}
+    for seed in (2, 3):
+        p, d, f, o, b = make_batch(seed)
+        t = torch.from_numpy
+        m.update(t(p).float()[:, None], t(d).float()[:, None], t(f).float()[:, None],
+                 t(o)[:, None], t(b)[None, None])
+        for n in names:
+            # float32 inputs are what loaders give: the reference sees the same float32 values
+            rows[n].extend(functional_rows(n, p.astype(np.float32), d.astype(np.float32), f, o, b))
+    out = m.compute()
+    assert set(out) == set(names) and all(isinstance(v, float) for v in out.values())
+    for n in names:
+        assert out[n] == pytest.approx(np.nanmean(rows[n]), rel=1e-10, abs=1e-12), n
+    m.reset()
+    assert all(math.isnan(v) for v in m.compute().values())
+
+
+@pytest.mark.parametrize("name", list(Bm.METRIC_CLASSES))
+def test_single_metric_classes(name):
+    p, d, f, o, b = make_batch(4)
+    cls = Bm.METRIC_CLASSES[name]
+    needs = {"cc": (d,), "kld": (d,), "sim": (d,), "nss": (f,), "auc_judd": (f,),
+             "auc_borji": (f,), "sauc": (f, o), "ig": (f, np.broadcast_to(b, p.shape))}[name]
+    metric = cls()
+    metric.update(torch.from_numpy(p[:4]), *[torch.from_numpy(np.ascontiguousarray(x[:4])) for x in needs])
+    metric.update(torch.from_numpy(p[4:]), *[torch.from_numpy(np.ascontiguousarray(x[4:])) for x in needs])
+    want = np.nanmean(functional_rows(name, p, d, f, o, b))
+    assert float(metric.compute()) == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+def test_options_reach_the_metric():
+    p, d, f, o, b = make_batch(5)
+    t = torch.from_numpy
+    m = Bm.SaliencyMetrics(names=("auc_borji", "sauc", "auc_judd"), n_splits=7, step=0.2, seed=9,
+                           jitter=True)
+    m.update(t(p), t(d), t(f), t(o))
+    out = m.compute()
+    assert out["auc_borji"] == pytest.approx(np.nanmean(
+        [M.auc_borji(p[i], f[i], n_splits=7, step=0.2, seed=9) for i in range(len(p))]), rel=1e-12)
+    assert out["sauc"] == pytest.approx(np.nanmean(
+        [M.sauc(p[i], f[i], o[i], n_splits=7, step=0.2, seed=9) for i in range(len(p))]), rel=1e-12)
+    assert out["auc_judd"] == pytest.approx(np.nanmean(
+        [M.auc_judd(p[i], f[i], jitter=True, seed=9) for i in range(len(p))]), rel=1e-12)
+
+
+def test_shape_errors_and_resize_option():
+    p = torch.rand(2, 1, 20, 30)
+    d = torch.rand(2, 1, 40, 60)
+    f = (torch.rand(2, 1, 40, 60) < 0.05).float()
+    m = Bm.SaliencyMetrics()
+    with pytest.raises(ValueError, match="resize=True"):
+        m.update(p, d, f)
+    with pytest.raises(ValueError, match="fixations has shape"):
+        m.update(torch.rand(2, 1, 40, 60), d, f[:, :, :20])
+    with pytest.raises(ValueError, match="needs other_fixations"):
+        Bm.SaliencyMetrics(names=("sauc",)).update(d, d, f)
+    with pytest.raises(ValueError, match="unknown metric"):
+        Bm.SaliencyMetrics(names=("cc", "emd"))
+    with pytest.raises(ValueError, match="NaN"):
+        m.update(torch.full((2, 1, 40, 60), float("nan")), d, f)
+    r = Bm.SaliencyMetrics(resize=True)
+    r.update(p, d, f)
+    up = torch.nn.functional.interpolate(p.double(), size=(40, 60), mode="bilinear",
+                                         align_corners=False, antialias=True)
+    ref = Bm.SaliencyMetrics()
+    ref.update(up, d, f)
+    assert r.compute() == ref.compute()
+
+
+def test_shuffled_other_fixations_is_union_of_other_images():
+    f = torch.zeros(4, 1, 5, 5)
+    for i in range(4):
+        f[i, 0, i, i] = 1
+    o = Bm.shuffled_other_fixations(f, n_other=10)
+    assert o.shape == f.shape
+    for i in range(4):
+        assert o[i, 0, i, i] == 0 and o[i].sum() == 3
+    assert Bm.shuffled_other_fixations(f, n_other=1).sum() == 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_equals_cpu():
+    p, d, f, o, b = make_batch(6)
+    t = torch.from_numpy
+    cpu, gpu = Bm.SaliencyMetrics(names=Bm.ALL_NAMES), Bm.SaliencyMetrics(names=Bm.ALL_NAMES).cuda()
+    cpu.update(t(p), t(d), t(f), t(o), t(b))
+    gpu.update(t(p).cuda(), t(d).cuda(), t(f).cuda(), t(o).cuda(), t(b).cuda())
+    c, g = cpu.compute(), gpu.compute()
+    for n in c:
+        assert g[n] == pytest.approx(c[n], rel=1e-12, abs=1e-12), n
