@@ -67,7 +67,7 @@ class _GT:
 
 
 def _ground_truth(root: Path, man: dict, split: str, limit: int | None) -> list[_GT]:
-    from salnas_core.data import load_original_ground_truth
+    from salnas_core.data.dataset import load_original_ground_truth
 
     out = []
     for it in (i for i in man["items"] if i["split"] == split):
@@ -98,13 +98,13 @@ def _other_fixations(gts: list[_GT], i: int, n_other: int, rng: np.random.Genera
 
 
 def _predictions(model: Any, root: Path, gts: list[_GT], normalization: str, batch_size: int,
-                 device: str) -> Iterator[tuple[int, Any]]:
+                 device: str, size: Sequence[int] | None = None) -> Iterator[tuple[int, Any]]:
     """Working-size predictions (1, 1, H, W) for each ground-truth item, in order."""
     import torch
 
-    from salnas_core.data import SaliencyDataset
+    from salnas_core.data.dataset import SaliencyDataset
 
-    ds = SaliencyDataset(root, gts[0].item["split"], normalization=normalization)
+    ds = SaliencyDataset(root, gts[0].item["split"], normalization=normalization, size=tuple(size) if size else None)
     want = {g.item["id"]: i for i, g in enumerate(gts)}
     model = model.to(device).eval()
     batch: list[tuple[int, Any]] = []
@@ -174,14 +174,14 @@ def selection(m: dict[str, float]) -> float:
     return float(selection_score(m))
 
 
-def evaluate_dataset(models: dict[str, tuple[Any, str]], root: str | Path, split: str | None = None,
+def evaluate_dataset(models: dict[str, tuple[Any, str, Sequence[int] | None]], root: str | Path, split: str | None = None,
                      blur_options: Sequence[bool] = (False,), center: CenterBias | None = None,
                      batch_size: int = 8, device: str = "cpu", limit: int | None = None, n_other: int = 10,
                      seed: int = 0, trained_on: dict[str, str] | None = None,
                      progress: bool = True) -> list[dict[str, Any]]:
     """Rows for one dataset: the centre-bias baseline and each model, for each blur option.
 
-    models: name -> (model, normalization name). The centre bias is fitted on this dataset's
+    models: name -> (model, normalization name, input size (H, W) or None). The centre bias is fitted on this dataset's
     training split unless given.
     """
     from salnas_core.utils.io import read_json
@@ -206,8 +206,8 @@ def evaluate_dataset(models: dict[str, tuple[Any, str]], root: str | Path, split
         # blurring a Gaussian changes nothing that matters; the baseline is reported unblurred
         rows.append({**base, "model": "centre_bias", "blur": blur, "trained_on": dataset, "cross": False,
                      **m, "score": selection(m)})
-    for name, (model, norm) in models.items():
-        preds = {i: p for i, p in _predictions(model, root, gts, norm, batch_size, device)}
+    for name, (model, norm, size) in models.items():
+        preds = {i: p for i, p in _predictions(model, root, gts, norm, batch_size, device, size)}
         src = (trained_on or {}).get(name) or dataset
         for blur in blur_options:
             m = evaluate_maps(preds.__getitem__, gts, center, blur, n_other, seed,

@@ -166,8 +166,8 @@ def distill(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable
                 nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip)
             opt.step()
             n_img += x.shape[0]
-            tot += float(loss) * x.shape[0]
-            bar.set_postfix(loss=f"{float(loss):.3f}", ips=f"{n_img / (time.perf_counter() - t0):.1f}")
+            tot += float(loss.detach()) * x.shape[0]
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", ips=f"{n_img / (time.perf_counter() - t0):.1f}")
         sched.step()
         m = validate(model, val_loader, device)
         kept = teacher.offer(m["score"], epoch, model)

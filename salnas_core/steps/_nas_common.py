@@ -1,0 +1,93 @@
+"""Pieces shared by the search, distill and evaluate steps: tracking, params hashing, paths."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+log = logging.getLogger(__name__)
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """`--set key=value` (YAML values; dotted keys nest: latency.mode=measure)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for it in items or []:
+        if "=" not in it:
+            raise SystemExit(f"--set expects KEY=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        d = out
+        parts = k.strip().split(".")
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = yaml.safe_load(v)
+    return out
+
+
+def params_hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def find_dataset(data: str | Path) -> Path:
+    """One ingested dataset folder (has manifest.json), or a folder holding exactly one."""
+    from salnas_core.evaluate.tables import dataset_dirs
+
+    dirs = dataset_dirs(data)
+    if len(dirs) != 1:
+        raise ValueError(f"{data}: holds {len(dirs)} ingested datasets ({', '.join(d.name for d in dirs)}); "
+                         "pass one of them")
+    return dirs[0]
+
+
+def supernet_file(path: str | Path) -> Path:
+    """RUN_DIR/supernet.pt (final), else RUN_DIR/best.pt, or the file itself."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for name in ("supernet.pt", "best.pt"):
+        if (path / name).is_file():
+            return path / name
+    raise FileNotFoundError(f"{path}: no supernet.pt or best.pt (run `salnas train-supernet --out {path}`)")
+
+
+@contextlib.contextmanager
+def tracking(step: str, params: dict[str, Any], enabled: bool = True
+             ) -> Iterator[tuple[Callable[..., None], Callable[[str | Path], None]]]:
+    """(log(metrics, step), log_artifact(path)) bound to an MLflow child run, or no-ops."""
+    noop_log = lambda metrics, step=None: None  # noqa: E731
+    noop_art = lambda path: None  # noqa: E731
+    if not enabled:
+        yield noop_log, noop_art
+        return
+    try:
+        from salnas_core.tracking import mlflow_utils
+    except ImportError as e:  # tracking layer absent: the step still runs
+        log.warning("MLflow tracking unavailable (%s)", e)
+        yield noop_log, noop_art
+        return
+    with mlflow_utils.start_run(step, params=params) as run:
+        if run is None:
+            yield noop_log, noop_art
+            return
+        import mlflow
+
+        def art(path: str | Path) -> None:
+            p = Path(path)
+            if p.is_dir():
+                mlflow.log_artifacts(str(p), artifact_path=p.name)
+            elif p.exists():
+                mlflow.log_artifact(str(p))
+
+        yield mlflow_utils.mlflow_logger(run), art

@@ -1,0 +1,151 @@
+"""`salnas evaluate`: metric tables over datasets and variants, and the efficiency report.
+
+Models: every DISTILL_DIR/<variant>/model.pt (distilled) and extracted.pt (the same subnet before
+distillation, BN recalibrated), so each variant is reported with and without the step; XL is the
+max subnet, FIXED the non-searched network of similar MACs trained the same way. Baseline: the
+centre-bias Gaussian. Each --data dataset is scored on its held-out split at the original image
+size; a model scored on a dataset it was not trained on is marked cross-dataset. Writes
+EVAL_DIR/{metrics.json, metrics.md, efficiency.json, efficiency.md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def find_models(models_dir: Path, variant: str | None = None, extracted: bool = True) -> dict[str, dict[str, Any]]:
+    """name -> {"path", "variant", "distilled"} for DISTILL_DIR/<variant>/{model,extracted}.pt."""
+    if (models_dir / "model.pt").is_file():  # a single variant folder
+        dirs = [models_dir]
+    else:
+        dirs = sorted(d for d in models_dir.iterdir() if (d / "model.pt").is_file()) if models_dir.is_dir() else []
+    if variant:
+        dirs = [d for d in dirs if d.name == variant]
+    if not dirs:
+        raise FileNotFoundError(f"{models_dir}: no <variant>/model.pt"
+                                + (f" for variant {variant!r}" if variant else "") + " (run `salnas distill`)")
+    out: dict[str, dict[str, Any]] = {}
+    for d in dirs:
+        out[d.name] = {"path": d / "model.pt", "variant": d.name, "distilled": True}
+        if extracted and (d / "extracted.pt").is_file():
+            out[f"{d.name} (extracted)"] = {"path": d / "extracted.pt", "variant": d.name, "distilled": False}
+    return out
+
+
+def run(models: str | Path, data: list[str | Path], out: str | Path, search: str | Path | None = None,
+        variant: str | None = None, preset: str | None = None, overrides: dict | None = None,
+        params_path: str | Path | None = None, device: str = "cpu", progress: bool = True,
+        efficiency: bool = True, track: bool = True) -> dict[str, Any]:
+    import torch
+
+    from salnas_core.evaluate.efficiency import (center_bias_row, count_params_macs, devices_present,
+                                                 efficiency_markdown, efficiency_row)
+    from salnas_core.evaluate.tables import dataset_dirs, evaluate_dataset, markdown_table
+    from salnas_core.supernet import load_model
+    from salnas_core.utils.io import atomic_write_json, atomic_write_text, read_json
+    from salnas_core.utils.params import step_params
+
+    from ._nas_common import tracking
+
+    t0 = time.perf_counter()
+    p = step_params("evaluate", preset, params_path, overrides)
+    out = Path(out)
+    found = find_models(Path(models), variant)
+    loaded: dict[str, tuple[Any, str, Any]] = {}
+    trained_on: dict[str, str] = {}
+    for name, info in found.items():
+        m = load_model(info["path"])
+        meta = getattr(m, "meta", {}) or {}
+        loaded[name] = (m, meta.get("normalization") or m.space.normalization, meta.get("input_size"))
+        trained_on[name] = meta.get("dataset") or "?"
+    roots = [r for d in data for r in dataset_dirs(d)]
+    blur = p.get("blur", [False])
+    blur = [bool(b) for b in (blur if isinstance(blur, list) else [blur])]
+    search_info = read_json(Path(search) / "variants.json") if search else None
+    with tracking("evaluate" + (f"-{variant}" if variant else ""), {**p, "models": list(found),
+                                                                    "data": [str(r) for r in roots]},
+                  enabled=track) as (mlog, art):
+        rows: list[dict[str, Any]] = []
+        for root in roots:
+            rows += evaluate_dataset(loaded, root, blur_options=blur, batch_size=int(p["batch_size"]), device=device,
+                                     limit=p.get("limit"), n_other=int(p["n_other"]), seed=int(p["seed"]),
+                                     trained_on=trained_on, progress=progress)
+        for r in rows:
+            v = found.get(r["model"], {})
+            r["variant"] = v.get("variant")
+            r["distilled"] = v.get("distilled")
+        md = ["# Evaluation", "", "Metrics at the original image size; ↑ higher is better, ↓ lower is better; "
+              "`score` = (1-CC) + KLD + (1-sigmoid(NSS)) + (1-SIM) + (1-AUC-Judd). `(extracted)`: the subnet "
+              "before distillation (BN recalibrated). sAUC negatives: fixations of "
+              f"{p['n_other']} other images; IG baseline: the centre-bias map. Blur: 11x11 Gaussian, sigma 10.5.", "",
+              markdown_table(rows)]
+        if search_info:
+            md += ["## Search", "", "| variant | GMACs | Mparams | latency (ms, search table) | search score |",
+                   "|---|---|---|---|---|"]
+            md += [f"| {k} | {v['macs'] / 1e9:.3f} | {v['params'] / 1e6:.2f} | {v['latency_ms']:.1f} | {v['score']:.3f} |"
+                   for k, v in search_info.items()]
+        out.mkdir(parents=True, exist_ok=True)
+        eff_rows: list[dict[str, Any]] = []
+        if efficiency:
+            e = p["efficiency"]
+            size = tuple(p["input_size"])
+            devs = devices_present() if e.get("devices", "auto") == "auto" else list(e["devices"])
+            for name, info in found.items():
+                if not info["distilled"]:
+                    continue  # same architecture as model.pt: same costs
+                model = loaded[name][0]
+                pm = count_params_macs(model, size)
+                for dev in devs:
+                    log.info("efficiency: %s on %s", name, dev)
+                    eff_rows.append(efficiency_row(name, model, info["path"], size, dev,
+                                                   int(e["batch_throughput"]), int(e["warmup"]), int(e["repeats"]),
+                                                   float(e["cpu_watts_per_core"]), e.get("gpu_watts"),
+                                                   float(e["grid_gco2_per_kwh"]), params_macs=pm))
+            eff_rows.append(center_bias_row(size))
+            atomic_write_json(out / "efficiency.json", {"input_size": list(size), "rows": eff_rows})
+            atomic_write_text(out / "efficiency.md", "# Efficiency\n\n" + efficiency_markdown(eff_rows))
+        summary = {"rows": rows, "datasets": [str(r) for r in roots], "models": {k: str(v["path"]) for k, v in found.items()},
+                   "blur": blur, "search": search_info, "preset": p.get("preset"), "torch": torch.__version__,
+                   "seconds": time.perf_counter() - t0}
+        atomic_write_text(out / "metrics.md", "\n".join(md) + "\n")
+        atomic_write_json(out / "metrics.json", summary)
+        for r in rows:
+            tag = f"{r['dataset']}/{r['model'].replace(' ', '_').replace('(', '').replace(')', '')}{'/blur' if r['blur'] else ''}"
+            mlog({f"{tag}/{k}": r[k] for k in ("cc", "kld", "nss", "sim", "auc_judd", "sauc", "ig", "score")}, None)
+        for f in ("metrics.json", "metrics.md", "efficiency.json", "efficiency.md"):
+            art(out / f)
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", required=True, help="distill folder (DISTILL_DIR/<variant>/model.pt)")
+    parser.add_argument("--data", required=True, action="append", help="ingested dataset folder; repeat for more")
+    parser.add_argument("--out", required=True, help="evaluate folder (metrics.json/.md, efficiency.json/.md)")
+    parser.add_argument("--search", default=None, help="search folder, to add each variant's search costs")
+    parser.add_argument("--variant", default=None, help="only this variant")
+    parser.add_argument("--preset", default=None, help="params.yaml preset: tiny | cpu | paper")
+    parser.add_argument("--params", default=None, help="params.yaml path")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an evaluate parameter (YAML value, dotted keys nest), repeatable")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-efficiency", dest="efficiency", action="store_false")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from ._nas_common import parse_set
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    s = run(args.models, args.data, args.out, search=args.search, variant=args.variant, preset=args.preset,
+            overrides=parse_set(args.set), params_path=args.params, device=args.device, progress=args.progress,
+            efficiency=args.efficiency)
+    print(Path(args.out, "metrics.md").read_text())
+    if args.efficiency:
+        print(Path(args.out, "efficiency.md").read_text())
+    return 0
