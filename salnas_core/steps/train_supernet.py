@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 STEP = "train_supernet"
 # keys of the params section that configure the step itself; the rest is salnas_core.train.TrainConfig
-STEP_KEYS = ("space", "preset", "pretrained", "input_size", "train_limit", "augment", "device", "tracking",
+STEP_KEYS = ("space", "preset", "pretrained", "input_size", "resolutions", "threads", "train_limit", "augment", "device", "tracking",
              "dataset")
 
 
@@ -182,7 +182,7 @@ def run(data: str | Path, out: str | Path, preset: str | None = None, epochs: in
 
     from salnas_core.supernet import create_supernet
     from salnas_core.train import distributed as dist_utils
-    from salnas_core.train.checkpoint import save_supernet
+    from salnas_core.train.checkpoint import save_supernet, set_resolutions
     from salnas_core.train.trainer import SupernetTrainer
     from salnas_core.utils.io import atomic_write_json, read_json
 
@@ -201,10 +201,13 @@ def run(data: str | Path, out: str | Path, preset: str | None = None, epochs: in
             return done
 
     device = step.get("device") or "auto"
+    if step.get("threads"):
+        torch.set_num_threads(int(step["threads"]))
     dist_utils.init_from_env(None if device == "auto" else torch.device(device))
     is_main = dist_utils.is_main()
     torch.manual_seed(cfg.seed)
     model = create_supernet(step.get("space", "lite"), pretrained=bool(step.get("pretrained", True)))
+    set_resolutions(model, step.get("resolutions"))
     space_name = model.space.name
     train_set, calib_set, val_set = build_datasets(root, step, model.space.normalization, cfg.seed)
     if is_main:
@@ -226,7 +229,7 @@ def run(data: str | Path, out: str | Path, preset: str | None = None, epochs: in
                                   logger=log_all, device=None if device == "auto" else device, space=space_name)
         summary = trainer.fit(resume=resume)
         if is_main:
-            meta = {"epoch": trainer.epoch, "self_kd": cfg.self_kd, "params_hash": phash,
+            meta = {"epoch": trainer.epoch, "resolutions": list(model.space.resolutions), "self_kd": cfg.self_kd, "params_hash": phash,
                     "data_version": manifest.get("version"), "final": summary["final"]}
             save_supernet(out / "supernet.pt", trainer.model, space_name, meta)
             write_plots(trainer.history, out / "plots")

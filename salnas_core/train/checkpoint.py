@@ -72,6 +72,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def set_resolutions(model: torch.nn.Module, resolutions: list[int] | tuple[int, ...] | None) -> torch.nn.Module:
+    """Restrict the supernet's elastic input resolution (long side) to a subset of its space's.
+
+    Weight shapes do not depend on the resolution, so this only changes which sizes the subnets
+    train at: the CPU presets use the space's smallest (lite: 256, i.e. 192x256) instead of the
+    paper's up to 288x384. A subset keeps every sampled config valid in the registered space (static
+    subnets, search, distill). Saved in the supernet file's meta; `load_supernet` re-applies it.
+    """
+    import dataclasses
+
+    if not resolutions:
+        return model
+    res = tuple(sorted(int(r) for r in resolutions))
+    allowed = set(model.space.resolutions)
+    if not res or not set(res) <= allowed:
+        raise ValueError(f"resolutions {list(res)} must be a subset of space {model.space.name!r}'s "
+                         f"{sorted(allowed)}")
+    model.space = dataclasses.replace(model.space, resolutions=res)
+    model.sample_max_subnet()
+    return model
+
+
 def save_supernet(path: str | Path, model: torch.nn.Module, space: str, meta: dict | None = None) -> Path:
     """The supernet file that `search` reads: `{"format", "space", "state_dict", "meta"}`."""
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -92,4 +114,5 @@ def load_supernet(path: str | Path, map_location: str | torch.device = "cpu") ->
     model = create_supernet(obj["space"], pretrained=False)
     model.load_state_dict(obj["state_dict"])
     model.meta = obj.get("meta", {})
+    set_resolutions(model, model.meta.get("resolutions"))
     return model

@@ -356,7 +356,7 @@ class SupernetTrainer:
                     self.teacher.update(self.model)
                 if dist_utils.is_main():
                     save_supernet(self.best_path, self.model, self.space,
-                                  {"epoch": epoch + 1, "score": score, "val": val, "self_kd": cfg.self_kd})
+                                  {"epoch": epoch + 1, "resolutions": list(self.model.space.resolutions), "score": score, "val": val, "self_kd": cfg.self_kd})
             self.epoch = epoch + 1
             self.history.append(res.flat())
             self.save()
