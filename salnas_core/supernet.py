@@ -70,6 +70,14 @@ def _widths(space: SpaceSpec) -> list[list[int]]:
     return space.choices()["width"]
 
 
+def _shortcut_kind(space: SpaceSpec, stage: int, block: int) -> str:
+    """EfficientNet ('identity') skips only inside a stage: a first block never gets one, even
+    when an elastic width makes its input and output match (the pretrained net has none there)."""
+    if space.shortcut == "identity" and block == 0:
+        return "none"
+    return space.shortcut
+
+
 # ----------------------------------------------------------------------------------------------
 # dynamic supernet
 # ----------------------------------------------------------------------------------------------
@@ -84,11 +92,12 @@ class SalNASSupernet(_SaliencyForward):
         self.stem = DynamicConvBnAct(3, max(widths[0]), (3,), 2, act=sp.act, padding=sp.padding, **bn)
         in_w = widths[0]
         self.stages = nn.ModuleList()
-        for st in sp.stages:
+        for s, st in enumerate(sp.stages):
             blocks = nn.ModuleList()
             for j in range(max(st.depths)):
                 blocks.append(DynamicMBConv(in_w, st.widths, st.kernels, st.expands, st.stride if j == 0 else 1,
-                                            act=sp.act, se=st.se, shortcut=sp.shortcut, padding=sp.padding,
+                                            act=sp.act, se=st.se, shortcut=_shortcut_kind(sp, s, j),
+                                            padding=sp.padding,
                                             kernel_transform=sp.kernel_transform, **bn))
                 in_w = list(st.widths)
             self.stages.append(blocks)
@@ -222,7 +231,7 @@ class SalNASNet(_SaliencyForward):
             for j in range(cfg["depth"][s]):
                 mid = DynamicMBConv.mid_channels(in_c, e)
                 blocks.append(S.MBConv(in_c, out_c, mid, k, st.stride if j == 0 else 1, sp.act, st.se,
-                                       sp.shortcut, padding=sp.padding, **bn))
+                                       _shortcut_kind(sp, s, j), padding=sp.padding, **bn))
                 in_c = out_c
             self.stages.append(blocks)
         head = sp.head_channels(width[-1])

@@ -238,3 +238,11 @@ def test_salnas_counts_match_the_paper(supernets, mode, params_m, gmacs):
     ours = count_params(sub)
     assert round((ours + _attentivenas_unused_shortcut_params(cfg)) / 1e6, 2) == params_m
     assert round(count_macs(sub, (288, 384)) / 1e9, 2) == gmacs
+
+
+def test_lite_skips_only_inside_stages_like_efficientnet():
+    cfg = SPACES["lite"].min_config()
+    assert cfg["width"][:2] == [16, 16]  # stem width == stage-1 width, still no skip in block 0
+    sub = build_subnet(cfg)
+    assert all(blocks[0].shortcut is None for blocks in sub.stages)
+    assert all(isinstance(b.shortcut, torch.nn.Identity) for blocks in sub.stages for b in blocks[1:])

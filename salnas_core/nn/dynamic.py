@@ -18,6 +18,16 @@ from . import static as S
 from .layers import PADDINGS, build_act, conv_padding, make_divisible
 
 
+def _contiguous(segments: Sequence[tuple[int, int]]) -> bool:
+    """True when the segments tile [0, n) in order (then a prefix slice does the job)."""
+    pos = 0
+    for start, n in segments:
+        if start != pos:
+            return False
+        pos += n
+    return True
+
+
 class DynamicConv2d(nn.Module):
     """Conv with elastic kernel (centre crop, or OFA transform matrices) and elastic in/out channels.
 
@@ -71,9 +81,9 @@ class DynamicConv2d(nn.Module):
             w = self.weight[:in_channels]
         else:
             out = self.active_out_channels if out_channels is None else out_channels
-            if in_segments:
+            if in_segments and len(in_segments) > 1 and not _contiguous(in_segments):
                 w = torch.cat([self.weight[:out, s:s + n] for s, n in in_segments], 1)
-            else:
+            else:  # a prefix (a full slice at the max size is a view, no copy)
                 w = self.weight[:out, :in_channels]
         return self._kernel(w, k)
 

