@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils.io import atomic_path, atomic_write_bytes, atomic_write_json
+from ..utils.io import atomic_path, atomic_write_json
 from . import ground_truth as gt
 from .readers import DEFAULT_NAMES, Problem, Record, get_reader
 from .splits import assign_splits
@@ -221,7 +221,7 @@ def _png_bytes(arr: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(arr, "RGB").save(buf, format="PNG", compress_level=3)
+    Image.fromarray(arr, "RGB").save(buf, format="PNG", compress_level=1)  # 3x faster, ~10% larger
     return buf.getvalue()
 
 
@@ -305,7 +305,10 @@ def process_item(rec: Record, split: str, out: Path, st: Settings) -> tuple[dict
         "orig_fixations": (f"fixations/{iid}.orig.npy", _npy_bytes(orig_idx.astype(np.int32))),
     }
     for rel, data in files.values():
-        atomic_write_bytes(out / rel, data)
+        # temp + rename without fsync: a file torn by a power cut fails its sha256 check on the
+        # rerun and is rewritten; the item record below (fsynced) is the commit point
+        with atomic_path(out / rel) as tmp:
+            tmp.write_bytes(data)
     item = {
         "id": iid, "split": split,
         "image": files["image"][0], "density": files["density"][0], "fixations": files["fixations"][0],

@@ -8,11 +8,7 @@ def _import_all() -> None:
     import importlib
 
     for mod in ("shared_json", "osie", "nus_scene", "salicon", "mit1003", "cat2000", "pascal_s", "dut_omron", "fiwi", "toronto"):
-        try:
-            importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{mod}":
-                raise
+        importlib.import_module(f"{__name__}.{mod}")
 
 
 _import_all()
