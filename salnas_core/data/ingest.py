@@ -122,6 +122,9 @@ def load_image(path: Path, points_rc: np.ndarray | None = None, declared_hw: tup
         raise ItemError(Problem(f, "corrupt_image", "empty image file (0 bytes)"))
     try:
         im = Image.open(path)
+        # Pillow decodes 16-bit-per-channel colour (PNG/TIFF "RGB;16B") straight to 8 bit: note it
+        tile_args = [getattr(t, "args", None) for t in (im.tile or [])]
+        deep = any(isinstance(a, str) and ";16" in a for a in tile_args) and im.mode in ("RGB", "RGBA")
         im.load()
     except UnidentifiedImageError:
         raise ItemError(Problem(f, "corrupt_image", "not a readable image (unknown or corrupt format)")) from None
@@ -134,6 +137,9 @@ def load_image(path: Path, points_rc: np.ndarray | None = None, declared_hw: tup
         orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
     except Exception:  # a broken EXIF block should not reject a decodable image
         warnings.append(Problem(f, "bad_exif", "unreadable EXIF block ignored", "warning"))
+    if deep:
+        warnings.append(Problem(f, "image_mode", f"16-bit per channel {im.mode} reduced to 8 bit (high byte)",
+                                "warning"))
     if orientation not in range(1, 9):
         warnings.append(Problem(f, "bad_exif", f"invalid EXIF orientation {orientation} ignored", "warning"))
         orientation = 1

@@ -117,6 +117,30 @@ def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
     assert "16-bit" in warns[0].message
 
 
+def _png48(a: np.ndarray) -> bytes:
+    """A 16-bit-per-channel RGB PNG written by hand (Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    h, w, _ = a.shape
+    raw = b"".join(b"\x00" + a[r].astype(">u2").tobytes() for r in range(h))
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_sixteen_bit_rgb_is_reported(tmp_path):
+    a = np.array([[[0, 257, 65535], [32896, 1000, 60000]]], dtype=np.uint16)
+    p = tmp_path / "deep.png"
+    p.write_bytes(_png48(a))
+    arr, _, warns = load_image(p)
+    assert arr.tolist() == [[[0, 1, 255], [128, 3, 234]]]  # within 1 of v * 255 / 65535
+    assert [w.kind for w in warns] == ["image_mode"] and "16-bit per channel RGB" in warns[0].message
+
+
 def test_rgba_cmyk_palette(tmp_path):
     rgb = _rgb(0)
     rgba = np.dstack([rgb, np.full((H, W), 255, np.uint8)])
