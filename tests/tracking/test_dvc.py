@@ -100,3 +100,63 @@ def test_raw_snapshot_push_remove_cache_pull(tmp_path, dvc_env):
     _dvc(repo, "pull", "-r", "s3", "data.dvc")
     assert _tree(repo / "data" / "raw") == before
     assert "up to date" in _dvc(repo, "status", "data.dvc")
+
+
+@pytest.mark.slow
+def test_main_job_dvc_repro_end_to_end_push_pull(tmp_path, dvc_env, mlflow_tracking):
+    """`salnas main --preset tiny --push s3`: dvc repro of the six stages, MLflow on the real server,
+    a champion that predicts maps; then the outputs come back from S3 after the cache is removed."""
+    from mlflow import MlflowClient
+
+    from salnas_core import main_job as mj
+    from salnas_core.tracking import mlflow_utils as mu
+
+    repo = copy_repo(tmp_path / "repo")
+    if SHARED.is_dir():  # the real data beside the copy, as beside a clone (a link, not a copy)
+        (tmp_path / "shared").symlink_to(SHARED.parent, target_is_directory=True)
+    name = f"salnas-{uuid.uuid4().hex[:8]}"
+    mj.set_params(repo / "params.yaml", {("register", "model_name"): name})
+    prefix = f"s3://dvc/test-{uuid.uuid4().hex[:8]}"
+    _dvc(repo, "remote", "modify", "--local", "s3", "url", prefix)
+
+    proc = subprocess.run([str(VENV_BIN / "salnas"), "main", "--preset", "tiny", "--push", "s3"], cwd=repo,
+                          capture_output=True, text=True, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    out = proc.stdout
+    assert ("real eye-tracking data" if SHARED.is_dir() else "GENERATING a synthetic dataset") in out
+    assert f"champion: models:/{name}@champion" in out
+
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"ingest", "train_supernet", "search", "distill", "evaluate", "register"}
+    assert "tiny" in lock["stages"]["train_supernet"]["cmd"]
+    status = _dvc(repo, "status")
+    for stage in ("ingest", "train_supernet", "search", "distill", "evaluate"):
+        assert f"{stage}:" not in status, status  # only the always-changed register stage may show
+
+    import json
+    reg = json.loads((repo / "runs" / "register" / "registered.json").read_text())
+    data_md5 = yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]["md5"]
+    assert reg["alias"] == "champion" and reg["name"] == name
+    assert reg["data_version"].startswith(f"dvc:{data_md5};manifest:")
+
+    # MLflow: one parent run, the steps as its children, the champion loads and predicts maps
+    client = MlflowClient()
+    parent = client.search_runs([mu.experiment_id()], "tags.`salnas.pipeline` = 'salnas-main'")
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    children = client.search_runs([mu.experiment_id()], f"tags.`mlflow.parentRunId` = '{parent[0].info.run_id}'")
+    steps = {r.data.tags.get("salnas.step") for r in children}
+    assert {"search", "distill", "evaluate", "register"} <= steps, steps
+    model = mu.load_champion(name)
+    img = np.random.default_rng(0).integers(0, 256, size=(1, 123, 77, 3), dtype=np.uint8)
+    maps = model.predict(img)
+    assert maps.shape == (1, 123, 77) and np.isfinite(maps).all() and (maps >= 0).all() and maps.std() > 0
+
+    # what was pushed comes back after the cache and workspace copies are gone
+    tracked = ["data/raw", "data/ingested", "runs/supernet", "runs/search", "runs/distill", "runs/evaluate"]
+    before = {t: _tree(repo / t) for t in tracked}
+    assert all(before.values())
+    shutil.rmtree(repo / ".dvc" / "cache")
+    for t in tracked:
+        shutil.rmtree(repo / t)
+    _dvc(repo, "pull", "-r", "s3")
+    assert {t: _tree(repo / t) for t in tracked} == before
