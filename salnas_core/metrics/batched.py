@@ -28,11 +28,15 @@ __all__ = [
 ]
 
 _DT = torch.float64
+# AUC-Judd counts on CPU via numpy's sort (3-10x faster than torch's CPU sort/searchsorted);
+# the torch path (used on GPU) is exercised on CPU in the tests by switching this off.
+NUMPY_COUNTS_ON_CPU = True
 
 
 # ----------------------------------------------------------------------------- inputs
-def _to_bhw(x: torch.Tensor, name: str, device: torch.device | None = None) -> torch.Tensor:
-    """(B,1,H,W) | (B,H,W) | (H,W) -> (B,H,W) float64, finite."""
+def _to_bhw(x: torch.Tensor, name: str, device: torch.device | None = None,
+            dtype: torch.dtype = _DT) -> torch.Tensor:
+    """(B,1,H,W) | (B,H,W) | (H,W) -> (B,H,W) on `device`, as `dtype`."""
     if not torch.is_tensor(x):
         x = torch.as_tensor(np.asarray(x))
     if x.dim() == 4:
@@ -45,148 +49,213 @@ def _to_bhw(x: torch.Tensor, name: str, device: torch.device | None = None) -> t
         raise ValueError(f"{name}: expected (B, 1, H, W), (B, H, W) or (H, W), got {tuple(x.shape)}")
     if x.numel() == 0:
         raise ValueError(f"{name}: empty tensor {tuple(x.shape)}")
-    x = x.to(device=device, dtype=_DT)
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name}: contains NaN or infinite values")
-    return x
+    return x.to(device=device, dtype=dtype)
 
 
 def _check_same(a: torch.Tensor, b: torch.Tensor, na: str, nb: str) -> None:
-    if a.shape != b.shape:
+    if a.shape[-2:] != b.shape[-2:] or (a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0])):
         raise ValueError(f"{na} has shape {tuple(a.shape)} but {nb} has shape {tuple(b.shape)} "
                          "(as (B, H, W)); pass resize=True to resize predictions to the ground truth")
-
-
-def _fix(f: torch.Tensor, name: str) -> torch.Tensor:
-    if (f < 0).any():
-        raise ValueError(f"{name}: a fixation map must be non-negative (1 at fixated pixels)")
-    return f > 0
-
-
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], -1)
-
-
-def _const(x: torch.Tensor) -> torch.Tensor:
-    """(B,N) -> (B,) True where max == min."""
-    return x.amax(-1) == x.amin(-1)
-
-
-def _minmax(x: torch.Tensor) -> torch.Tensor:
-    """(x - min)/(max - min) per row; constant rows become 0 (callers handle them)."""
-    lo = x.amin(-1, keepdim=True)
-    rng = x.amax(-1, keepdim=True) - lo
-    return (x - lo) / torch.where(rng == 0, torch.ones_like(rng), rng)
-
-
-def _std1(x: torch.Tensor) -> torch.Tensor:
-    if x.shape[-1] < 2:
-        return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    return x.std(-1, unbiased=True)
 
 
 def _trapz(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((x[..., 1:] - x[..., :-1]) * (y[..., 1:] + y[..., :-1]) / 2.0).sum(-1)
 
 
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise sum(a*b) without a (B,N) temporary."""
+    return torch.bmm(a[:, None, :], b[:, :, None])[:, 0, 0]
+
+
+class _Maps:
+    """One batch of flattened maps with the statistics several metrics share, each computed at
+    most once (a pass over B x H x W float64 values is the unit of cost here)."""
+
+    def __init__(self, x: dict[str, torch.Tensor]) -> None:
+        self.x = x
+        self._c: dict[str, object] = {}
+
+    def _get(self, key: str, fn: Callable[[], object]):
+        if key not in self._c:
+            self._c[key] = fn()
+        return self._c[key]
+
+    # ---- raw maps, float64 (B,N); fixation maps bool (B,N)
+    def map(self, name: str) -> torch.Tensor:
+        def make() -> torch.Tensor:
+            if name not in self.x:
+                raise ValueError(f"metric needs {name}")
+            t = self.x[name]
+            t = t.reshape(t.shape[0], -1)
+            lo, hi = torch.aminmax(t, dim=-1)
+            if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+                raise ValueError(f"{name}: contains NaN or infinite values")
+            self._c[name + ".min"], self._c[name + ".max"] = lo, hi
+            return t
+        return self._get(name, make)
+
+    def fix(self, name: str = "fixations") -> torch.Tensor:
+        def make() -> torch.Tensor:
+            if name not in self.x:
+                raise ValueError(f"metric needs {name}")
+            t = self.x[name].reshape(self.x[name].shape[0], -1)
+            if (t.amin(-1) < 0).any():
+                raise ValueError(f"{name}: a fixation map must be non-negative (1 at fixated pixels)")
+            return t > 0
+        return self._get(name + ".bool", make)
+
+    def lo(self, name: str) -> torch.Tensor:
+        self.map(name)
+        return self._c[name + ".min"]
+
+    def hi(self, name: str) -> torch.Tensor:
+        self.map(name)
+        return self._c[name + ".max"]
+
+    def const(self, name: str) -> torch.Tensor:
+        return self.hi(name) == self.lo(name)
+
+    def zero(self, name: str) -> torch.Tensor:
+        return (self.hi(name) == 0) & (self.lo(name) == 0)
+
+    def nfix(self) -> torch.Tensor:
+        return self._get("nfix", lambda: self.fix().sum(-1))
+
+    def sum(self, name: str) -> torch.Tensor:
+        return self._get(name + ".sum", lambda: self.map(name).sum(-1))
+
+    def mean(self, name: str) -> torch.Tensor:
+        return self._get(name + ".mean", lambda: self.map(name).mean(-1))
+
+    def centred(self, name: str) -> torch.Tensor:
+        return self._get(name + ".c", lambda: self.map(name) - self.mean(name)[:, None])
+
+    def css(self, name: str) -> torch.Tensor:
+        """Sum of squared deviations."""
+        return self._get(name + ".css", lambda: _dot(self.centred(name), self.centred(name)))
+
+    def minmax(self, name: str) -> torch.Tensor:
+        """(x - min)/(max - min) as MIT; constant rows give 0 (callers override them)."""
+        def make() -> torch.Tensor:
+            lo, hi = self.lo(name)[:, None], self.hi(name)[:, None]
+            rng = hi - lo
+            return (self.map(name) - lo) / torch.where(rng == 0, torch.ones_like(rng), rng)
+        return self._get(name + ".mm", make)
+
+    def mm_sum(self, name: str) -> torch.Tensor:
+        return self._get(name + ".mmsum", lambda: self.minmax(name).sum(-1))
+
+    def fixated(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Flat indices of the fixated pixels, (B,K) padded with 0, their validity mask, and
+        the min-max normalised prediction there (-inf where padded); K = largest count."""
+        def make():
+            F = self.fix()
+            B = F.shape[0]
+            nz = F.nonzero()                                   # row-major: rows ascending
+            nf = self.nfix()
+            k = max(int(nf.max().item()), 1)
+            start = torch.cumsum(nf, 0) - nf
+            col = torch.arange(nz.shape[0], device=F.device) - start[nz[:, 0]]
+            idx = torch.zeros(B, k, dtype=torch.int64, device=F.device)
+            idx[nz[:, 0], col] = nz[:, 1]
+            valid = torch.arange(k, device=F.device)[None] < nf[:, None]
+            vals = torch.gather(self.minmax("pred"), 1, idx)
+            vals = torch.where(valid, vals, torch.full_like(vals, float("-inf")))
+            return idx, valid, vals
+        return self._get("fixated", make)
+
+    def fixated_desc(self) -> torch.Tensor:
+        """Min-max normalised prediction at fixated pixels sorted descending, -inf padded."""
+        return self._get("fixdesc", lambda: torch.sort(self.fixated()[2], dim=-1, descending=True).values)
+
+
+def _nan_where(mask: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask, torch.full_like(v, float("nan")), v)
+
+
 # ----------------------------------------------------------------------------- per-image values
-def cc_batch(pred: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
-    """CC per image (functional.cc): 0 where either map is constant."""
-    s, d = _flat(pred), _flat(density)
-    const = _const(s) | _const(d)
-    one = torch.ones((), dtype=_DT, device=s.device)
-    a = (s - s.mean(-1, keepdim=True)) / torch.where(const, one, _std1(s))[:, None]
-    b = (d - d.mean(-1, keepdim=True)) / torch.where(const, one, _std1(d))[:, None]
-    a = a - a.mean(-1, keepdim=True)
-    b = b - b.mean(-1, keepdim=True)
-    den = torch.sqrt((a * a).sum(-1) * (b * b).sum(-1))
-    r = (a * b).sum(-1) / torch.where(const, one, den)
+def _cc(m: _Maps) -> torch.Tensor:
+    # MIT standardises each map then applies corr2; both reduce to this Pearson r
+    const = m.const("pred") | m.const("density")
+    den = torch.sqrt(m.css("pred") * m.css("density"))
+    r = _dot(m.centred("pred"), m.centred("density")) / torch.where(const, torch.ones_like(den), den)
     return torch.where(const, torch.zeros_like(r), r)
 
 
-def kld_batch(pred: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
-    """KLD per image (functional.kld); negative values raise ValueError."""
-    s, d = _flat(pred), _flat(density)
-    for x, n in ((s, "pred"), (d, "density")):
-        if (x < 0).any():
-            raise ValueError(f"kld: {n} has negative values (min {x.min().item():.4g}); KLD needs "
-                             "non-negative maps (the MIT code would return a complex number)")
+def _kld(m: _Maps) -> torch.Tensor:
+    for n in ("pred", "density"):
+        if (m.lo(n) < 0).any():
+            raise ValueError(f"kld: {n} has negative values (min {m.lo(n).min().item():.4g}); KLD "
+                             "needs non-negative maps (the MIT code would return a complex number)")
 
-    def norm(x: torch.Tensor) -> torch.Tensor:
-        t = x.sum(-1, keepdim=True)
-        return x / torch.where(t == 0, torch.ones_like(t), t)
+    def safe(t: torch.Tensor) -> torch.Tensor:
+        return torch.where(t == 0, torch.ones_like(t), t)[:, None]
 
-    s, d = norm(s), norm(d)
-    return (d * torch.log(EPS + d / (s + EPS))).sum(-1)
-
-
-def _sim_norm(x: torch.Tensor) -> torch.Tensor:
-    zero = ~(x != 0).any(-1, keepdim=True)
-    const = _const(x)[:, None] & ~zero
-    m = _minmax(x)
-    t = m.sum(-1, keepdim=True)
-    m = m / torch.where(t == 0, torch.ones_like(t), t)
-    m = torch.where(const, torch.full_like(m, 1.0 / x.shape[-1]), m)
-    return torch.where(zero, torch.zeros_like(m), m)
+    pd = m.map("density") / safe(m.sum("density"))
+    t = torch.div(m.map("pred"), safe(m.sum("pred"))).add_(EPS)
+    t = torch.div(pd, t, out=t).add_(EPS).log_()      # in place: two (B,N) temporaries in all
+    return _dot(pd, t)
 
 
-def sim_batch(pred: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
-    """SIM per image (functional.sim)."""
-    return torch.minimum(_sim_norm(_flat(pred)), _sim_norm(_flat(density))).sum(-1)
+def _sim(m: _Maps) -> torch.Tensor:
+    a, b = m.minmax("pred"), m.minmax("density")
+    sa, sb = m.mm_sum("pred"), m.mm_sum("density")
+    one = torch.ones_like(sa)
+    sa_, sb_ = torch.where(sa == 0, one, sa), torch.where(sb == 0, one, sb)
+    # sum(min(a/sa, b/sb)) = sum(min(a, b*sa/sb)) / sa, one pass instead of two normalisations
+    v = torch.minimum(a, b * (sa_ / sb_)[:, None]).sum(-1) / sa_
+    N = a.shape[-1]
+    # degenerate rows (rare): a constant non-zero map is uniform, an all-zero map stays zero
+    for r in ((m.const("pred") | m.const("density")).nonzero().flatten().tolist()):
+        def dist(name: str, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            if bool(m.const(name)[r]):
+                return x.new_full((N,), 0.0 if bool(m.zero(name)[r]) else 1.0 / N)
+            return x[r] / s[r]
+        v[r] = torch.minimum(dist("pred", a, sa_), dist("density", b, sb_)).sum()
+    return v
 
 
-def nss_batch(pred: torch.Tensor, fixations: torch.Tensor) -> torch.Tensor:
-    """NSS per image (functional.nss): NaN without fixations, 0 for a constant map."""
-    s, f = _flat(pred), _flat(_fix(fixations, "fixations")).to(_DT)
-    nf = f.sum(-1)
-    const = _const(s)
-    std = torch.where(const, torch.ones_like(nf), _std1(s))
-    z = (s - s.mean(-1, keepdim=True)) / std[:, None]
-    v = (z * f).sum(-1) / nf.clamp_min(1)
-    v = torch.where(const, torch.zeros_like(v), v)
-    return torch.where(nf == 0, torch.full_like(v, float("nan")), v)
+def _nss(m: _Maps) -> torch.Tensor:
+    idx, valid, _ = m.fixated()
+    nf = m.nfix().to(_DT)
+    N = m.map("pred").shape[-1]
+    const = m.const("pred")
+    std = torch.sqrt(m.css("pred") / max(N - 1, 1))
+    at_fix = torch.where(valid, torch.gather(m.map("pred"), 1, idx), torch.zeros((), dtype=_DT,
+                         device=idx.device)).sum(-1) / nf.clamp_min(1)
+    v = (at_fix - m.mean("pred")) / torch.where(const, torch.ones_like(std), std)
+    return _nan_where(nf == 0, torch.where(const, torch.zeros_like(v), v))
 
 
-def _fixated_desc(S: torch.Tensor, Fb: torch.Tensor, k: int) -> torch.Tensor:
-    """(B,N) values at fixated pixels, sorted descending, padded with -inf to k columns."""
-    vals = torch.where(Fb, S, torch.full_like(S, float("-inf")))
-    return torch.topk(vals, k, dim=-1, largest=True, sorted=True).values
-
-
-def auc_judd_batch(pred: torch.Tensor, fixations: torch.Tensor, jitter: bool = False,
-                   seed: int = 0) -> torch.Tensor:
-    """AUC-Judd per image (functional.auc_judd), counting sum(S >= thr) for all thresholds at
-    once by bucketing every pixel among the sorted fixation thresholds."""
-    s = pred
-    if jitter:
-        noise = torch.as_tensor(jitter_noise(tuple(s.shape[-2:]), seed), dtype=_DT, device=s.device)
-        s = s + noise
-    S = _flat(s)
-    Fb = _flat(_fix(fixations, "fixations"))
+def _auc_judd(m: _Maps) -> torch.Tensor:
+    """Counts sum(S >= thr) for all thresholds at once by bucketing every pixel among the
+    sorted fixated values (searchsorted), then MIT's tp/fp and trapz."""
+    S = m.minmax("pred")
     B, N = S.shape
-    nf = Fb.sum(-1)
-    const = _const(S)
-    S = _minmax(S)
-    K = max(int(nf.max().item()), 1)
-    thr_desc = _fixated_desc(S, Fb, K)                       # (B,K), -inf padded at the end
-    thr_asc = thr_desc.flip(-1).contiguous()
-    pos = torch.searchsorted(thr_asc, S.contiguous(), right=True)  # number of thresholds <= s
-    counts = torch.zeros(B, K + 1, dtype=torch.int64, device=S.device)
-    counts.scatter_add_(1, pos, torch.ones_like(pos))
-    # pixels with S >= thr_asc[k] are those with pos > k: suffix sums of counts
-    above_asc = counts.flip(-1).cumsum(-1).flip(-1)[:, 1:]
-    above = above_asc.flip(-1).to(_DT)                       # aligned with thr_desc
+    nf = m.nfix()
+    thr_desc = m.fixated_desc()
+    K = thr_desc.shape[-1]
+    if S.device.type == "cpu" and NUMPY_COUNTS_ON_CPU:
+        # on CPU numpy's sort beats torch's sort and searchsorted by 3-10x: count via sorted S
+        S_np = np.sort(S.numpy(), axis=-1)
+        t_np = thr_desc.numpy()
+        above = np.stack([N - np.searchsorted(S_np[b], t_np[b], side="left") for b in range(B)])
+        above = torch.from_numpy(above).to(_DT)
+    else:
+        pos = torch.searchsorted(thr_desc.flip(-1).contiguous(), S, right=True)  # thresholds <= s
+        counts = torch.zeros(B, K + 1, dtype=torch.int64, device=S.device)
+        counts.scatter_add_(1, pos, torch.ones_like(pos))
+        # pixels with S >= thr_asc[k] are those with pos > k: suffix sums of the counts
+        above = counts.flip(-1).cumsum(-1)[:, :K].to(_DT)    # aligned with thr_desc
     i = torch.arange(1, K + 1, dtype=_DT, device=S.device)[None]
     nfd = nf.to(_DT)[:, None]
     valid = i <= nfd
-    neg = (N - nfd).clamp_min(1)
     tp = torch.where(valid, i / nfd.clamp_min(1), torch.ones_like(above))
-    fp = torch.where(valid, (above - i) / neg, torch.ones_like(above))
-    z, o = torch.zeros(B, 1, dtype=_DT, device=S.device), torch.ones(B, 1, dtype=_DT, device=S.device)
-    auc = _trapz(torch.cat([z, fp, o], -1), torch.cat([z, tp, o], -1))
-    auc = torch.where(const, torch.full_like(auc, 0.5), auc)
-    nan = torch.full_like(auc, float("nan"))
-    return torch.where((nf == 0) | (nf == N), nan, auc)
+    fp = torch.where(valid, (above - i) / (N - nfd).clamp_min(1), torch.ones_like(above))
+    z = torch.zeros(B, 1, dtype=_DT, device=S.device)
+    auc = _trapz(torch.cat([z, fp, z + 1], -1), torch.cat([z, tp, z + 1], -1))
+    auc = torch.where(m.const("pred"), torch.full_like(auc, 0.5), auc)
+    return _nan_where((nf == 0) | (nf == N), auc)
 
 
 def _colon_desc(b: torch.Tensor, step: float) -> torch.Tensor:
@@ -231,29 +300,20 @@ def _step_auc_batch(sth_desc: torch.Tensor, nf: torch.Tensor, randfix: torch.Ten
     tp = tp.to(_DT) / nf.to(_DT).clamp_min(1)[:, None, None]
     fp = fp.to(_DT) / n_neg.to(_DT).clamp_min(1)[:, None, None]
     z = torch.zeros(B, Sp, 1, dtype=_DT, device=thr.device)
-    o = torch.ones_like(z)
-    return _trapz(torch.cat([z, fp, o], -1), torch.cat([z, tp, o], -1))
+    return _trapz(torch.cat([z, fp, z + 1], -1), torch.cat([z, tp, z + 1], -1))
 
 
-def _sampled_auc(pred: torch.Tensor, fixations: torch.Tensor, sampler: Callable,
-                 other: torch.Tensor | None, step: float) -> torch.Tensor:
-    S = _flat(pred)
-    Fb = _flat(_fix(fixations, "fixations"))
+def _sampled_auc(m: _Maps, sampler: Callable, other: torch.Tensor | None, step: float) -> torch.Tensor:
+    S = m.minmax("pred")
     B, N = S.shape
-    nf = Fb.sum(-1)
-    const = _const(S)
-    S = _minmax(S)
-    K = max(int(nf.max().item()), 1)
-    sth = _fixated_desc(S, Fb, K)
+    nf = m.nfix()
+    sth = m.fixated_desc()
     nf_cpu = nf.cpu().numpy()
-    other_cpu = None if other is None else _flat(other).cpu().numpy()
-    idx_rows, n_neg = [], []
-    for b in range(B):
-        idx = sampler(int(nf_cpu[b]), None if other_cpu is None else np.flatnonzero(other_cpu[b]))
-        idx_rows.append(idx)
-        n_neg.append(idx.shape[1])
-    Sp = idx_rows[0].shape[0]
-    M = max(max(n_neg), 1)
+    other_cpu = None if other is None else other.cpu().numpy()
+    idx_rows = [sampler(int(nf_cpu[b]), None if other_cpu is None else np.flatnonzero(other_cpu[b]))
+                for b in range(B)]
+    n_neg = [idx.shape[1] for idx in idx_rows]
+    Sp, M = idx_rows[0].shape[0], max(max(n_neg), 1)
     idx_t = torch.zeros(B, Sp, M, dtype=torch.int64)
     mask = torch.zeros(B, Sp, M, dtype=torch.bool)
     for b, idx in enumerate(idx_rows):
@@ -264,105 +324,136 @@ def _sampled_auc(pred: torch.Tensor, fixations: torch.Tensor, sampler: Callable,
     randfix = torch.where(mask, randfix, torch.full_like(randfix, float("-inf")))
     n_neg_t = torch.as_tensor(n_neg, device=S.device)
     auc = _step_auc_batch(sth, nf, randfix, n_neg_t, step).mean(-1)
-    auc = torch.where(const, torch.full_like(auc, 0.5), auc)
-    undefined = (nf == 0) | (n_neg_t == 0)
-    return torch.where(undefined, torch.full_like(auc, float("nan")), auc)
+    auc = torch.where(m.const("pred"), torch.full_like(auc, 0.5), auc)
+    return _nan_where((nf == 0) | (n_neg_t == 0), auc)
 
 
-def auc_borji_batch(pred: torch.Tensor, fixations: torch.Tensor, n_splits: int = 100,
-                    step: float = 0.1, seed: int = 0) -> torch.Tensor:
-    """AUC-Borji per image (functional.auc_borji, same samples)."""
-    N = pred.shape[-1] * pred.shape[-2]
+def _auc_borji(m: _Maps, n_splits: int = 100, step: float = 0.1, seed: int = 0) -> torch.Tensor:
+    N = m.map("pred").shape[-1]
 
     def sampler(n_fix: int, _other) -> np.ndarray:
         if n_fix == 0:
             return np.zeros((n_splits, 0), dtype=np.int64)
         return borji_sample_indices(N, n_fix, n_splits, seed)
 
-    return _sampled_auc(pred, fixations, sampler, None, step)
+    return _sampled_auc(m, sampler, None, step)
 
 
-def sauc_batch(pred: torch.Tensor, fixations: torch.Tensor, other_fixations: torch.Tensor,
-               n_splits: int = 100, step: float = 0.1, seed: int = 0) -> torch.Tensor:
-    """Shuffled AUC per image (functional.sauc, same samples)."""
-    other = _fix(other_fixations, "other_fixations")
-
+def _sauc(m: _Maps, n_splits: int = 100, step: float = 0.1, seed: int = 0) -> torch.Tensor:
     def sampler(n_fix: int, other_flat: np.ndarray) -> np.ndarray:
         if n_fix == 0 or other_flat.size == 0:
             return np.zeros((n_splits, 0), dtype=np.int64)
         return shuffled_sample_indices(other_flat, n_fix, n_splits, seed)
 
-    return _sampled_auc(pred, fixations, sampler, other, step)
+    return _sampled_auc(m, sampler, m.fix("other_fixations"), step)
 
 
-def _ig_dist(x: torch.Tensor) -> torch.Tensor:
-    const = _const(x)[:, None]
-    m = _minmax(x)
-    t = m.sum(-1, keepdim=True)
-    m = m / torch.where(t == 0, torch.ones_like(t), t)
-    return torch.where(const, torch.full_like(m, 1.0 / x.shape[-1]), m)
+def _ig(m: _Maps) -> torch.Tensor:
+    """Only the fixated pixels enter: gather them."""
+    idx, valid, vals = m.fixated()
+    nf = m.nfix()
+    N = m.map("pred").shape[-1]
+
+    def dist(name: str, v: torch.Tensor) -> torch.Tensor:
+        p = v / m.mm_sum(name).clamp_min(EPS)[:, None]
+        return torch.where(m.const(name)[:, None], torch.full_like(p, 1.0 / N), p)
+
+    p = dist("pred", torch.where(valid, vals, torch.zeros_like(vals)))
+    base = m.minmax("baseline")
+    q = dist("baseline", torch.gather(base.expand(idx.shape[0], -1), 1, idx))
+    terms = torch.where(valid, torch.log2(EPS + p) - torch.log2(EPS + q), torch.zeros_like(p))
+    return _nan_where(nf == 0, terms.sum(-1) / nf.clamp_min(1).to(_DT))
 
 
-def ig_batch(pred: torch.Tensor, fixations: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
-    """Information gain (bits/fixation) per image (functional.info_gain)."""
-    p, q = _ig_dist(_flat(pred)), _ig_dist(_flat(baseline))
-    f = _flat(_fix(fixations, "fixations")).to(_DT)
-    nf = f.sum(-1)
-    v = ((torch.log2(EPS + p) - torch.log2(EPS + q)) * f).sum(-1) / nf.clamp_min(1)
-    return torch.where(nf == 0, torch.full_like(v, float("nan")), v)
+def _public(fn: Callable, needs: tuple[str, ...], doc: str) -> Callable:
+    def f(pred: torch.Tensor, *args: torch.Tensor, **opts) -> torch.Tensor:
+        if len(args) != len(needs):
+            raise TypeError(f"{fn.__name__[1:]}_batch(pred, {', '.join(needs)})")
+        return fn(_Maps(_prepare(pred, False, **dict(zip(needs, args)))), **opts)
+    f.__doc__ = doc
+    return f
+
+
 
 
 # ----------------------------------------------------------------------------- registry
-# name -> (function, inputs it needs besides pred, options it takes)
+def _auc_judd_opts(m: _Maps, jitter: bool = False, seed: int = 0) -> torch.Tensor:
+    if not jitter:
+        return _auc_judd(m)
+    # MIT adds rand/1e7 before normalising; same noise as functional.jitter_noise
+    p = m.x["pred"]
+    noise = torch.as_tensor(jitter_noise(tuple(p.shape[-2:]), seed), dtype=_DT, device=p.device)
+    return _auc_judd(_Maps({"pred": p + noise, "fixations": m.x["fixations"]}))
+
+
+# name -> (function of _Maps, inputs it needs besides pred, options it takes)
 _SPECS: dict[str, tuple[Callable, tuple[str, ...], tuple[str, ...]]] = {
-    "cc": (cc_batch, ("density",), ()),
-    "kld": (kld_batch, ("density",), ()),
-    "nss": (nss_batch, ("fixations",), ()),
-    "sim": (sim_batch, ("density",), ()),
-    "auc_judd": (auc_judd_batch, ("fixations",), ("jitter", "seed")),
-    "auc_borji": (auc_borji_batch, ("fixations",), ("n_splits", "step", "seed")),
-    "sauc": (sauc_batch, ("fixations", "other_fixations"), ("n_splits", "step", "seed")),
-    "ig": (ig_batch, ("fixations", "baseline"), ()),
+    "cc": (_cc, ("density",), ()),
+    "kld": (_kld, ("density",), ()),
+    "nss": (_nss, ("fixations",), ()),
+    "sim": (_sim, ("density",), ()),
+    "auc_judd": (_auc_judd_opts, ("fixations",), ("jitter", "seed")),
+    "auc_borji": (_auc_borji, ("fixations",), ("n_splits", "step", "seed")),
+    "sauc": (_sauc, ("fixations", "other_fixations"), ("n_splits", "step", "seed")),
+    "ig": (_ig, ("fixations", "baseline"), ()),
 }
 ALL_NAMES: tuple[str, ...] = tuple(_SPECS)
 DEFAULT_NAMES: tuple[str, ...] = ("cc", "kld", "nss", "sim", "auc_judd")
+_FIXATION_INPUTS = ("fixations", "other_fixations")
 
 
 def _prepare(pred: torch.Tensor, resize: bool, **targets: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """Bring every input to (B,H,W) float64 on pred's device; check or fix shapes."""
+    """Bring every input to (B,H,W) on pred's device (maps float64, fixation maps as given);
+    check shapes (a baseline may have batch size 1), or resize predictions if asked."""
     device = pred.device if torch.is_tensor(pred) else None
     p = _to_bhw(pred, "pred", device)
     out: dict[str, torch.Tensor] = {}
-    ref = None
     for name, t in targets.items():
         if t is None:
             continue
-        t = _to_bhw(t, name, device)
-        if name == "baseline" and t.shape[0] == 1 and p.shape[0] > 1:
-            t = t.expand(p.shape[0], -1, -1)
-        out[name] = t
-        ref = t if ref is None else ref
-    for name, t in out.items():
-        _check_same(t, ref, name, next(iter(out)))
-    if ref is not None and p.shape != ref.shape:
-        if resize and p.shape[0] == ref.shape[0]:
-            # not MIT-exact: Matlab's imresize is bicubic with its own kernel (docs/metrics.md)
-            p = F.interpolate(p[:, None], size=tuple(ref.shape[-2:]), mode="bilinear",
-                              align_corners=False, antialias=True)[:, 0]
+        if torch.is_tensor(t) and name in _FIXATION_INPUTS:
+            out[name] = _to_bhw(t, name, device, dtype=t.dtype)
         else:
-            _check_same(p, ref, "pred", next(iter(out)))
+            out[name] = _to_bhw(t, name, device)
+    ref_name = next((n for n in out if n != "baseline"), None)
+    if ref_name is not None:
+        ref = out[ref_name]
+        for name, t in out.items():
+            _check_same(t, ref, name, ref_name)
+        if p.shape != ref.shape:
+            if resize and p.shape[0] == ref.shape[0]:
+                # not MIT-exact: Matlab's imresize is bicubic with its own kernel (docs/metrics.md)
+                p = F.interpolate(p[:, None], size=tuple(ref.shape[-2:]), mode="bilinear",
+                                  align_corners=False, antialias=True)[:, 0]
+            else:
+                raise ValueError(f"pred has shape {tuple(p.shape)} but {ref_name} has shape "
+                                 f"{tuple(ref.shape)} (as (B, H, W)); pass resize=True to resize "
+                                 "predictions to the ground truth")
+    if "baseline" in out:
+        _check_same(out["baseline"], p, "baseline", "pred")
     out["pred"] = p
     return out
 
 
 def compute_batch(name: str, pred: torch.Tensor, resize: bool = False, **kwargs) -> torch.Tensor:
-    """Per-image values of one metric by name (kwargs: the inputs it needs and its options)."""
+    """Per-image values (B,) of one metric by name; kwargs: the inputs it needs (density,
+    fixations, other_fixations, baseline) and its options (jitter, seed, n_splits, step)."""
     fn, needs, opts = _SPECS[name]
     missing = [n for n in needs if kwargs.get(n) is None]
     if missing:
         raise ValueError(f"metric {name!r} needs {', '.join(missing)}")
     x = _prepare(pred, resize, **{n: kwargs[n] for n in needs})
-    return fn(x["pred"], *[x[n] for n in needs], **{o: kwargs[o] for o in opts if o in kwargs})
+    return fn(_Maps(x), **{o: kwargs[o] for o in opts if o in kwargs})
+
+
+cc_batch = _public(_cc, ("density",), "CC per image (functional.cc): 0 where a map is constant.")
+kld_batch = _public(_kld, ("density",), "KLD per image (functional.kld); negative values raise.")
+sim_batch = _public(_sim, ("density",), "SIM per image (functional.sim).")
+nss_batch = _public(_nss, ("fixations",), "NSS per image (functional.nss).")
+auc_judd_batch = _public(_auc_judd_opts, ("fixations",), "AUC-Judd per image (functional.auc_judd).")
+auc_borji_batch = _public(_auc_borji, ("fixations",), "AUC-Borji per image, same samples.")
+sauc_batch = _public(_sauc, ("fixations", "other_fixations"), "Shuffled AUC per image, same samples.")
+ig_batch = _public(_ig, ("fixations", "baseline"), "Information gain (bits/fixation) per image.")
 
 
 # ----------------------------------------------------------------------------- torchmetrics
@@ -449,12 +540,13 @@ class SaliencyMetrics(Metric):
                baseline: torch.Tensor | None = None) -> None:
         x = _prepare(pred, self.resize, density=density, fixations=fixations,
                      other_fixations=other_fixations, baseline=baseline)
+        maps = _Maps(x)  # statistics shared between the metrics of this batch
         for n in self.names:
             fn, needs, opts = _SPECS[n]
             missing = [k for k in needs if k not in x]
             if missing:
                 raise ValueError(f"SaliencyMetrics: metric {n!r} needs {', '.join(missing)} in update()")
-            v = fn(x["pred"], *[x[k] for k in needs], **{o: self.opts[o] for o in opts})
+            v = fn(maps, **{o: self.opts[o] for o in opts})
             ok = ~torch.isnan(v)
             total, count = getattr(self, f"{n}_total"), getattr(self, f"{n}_count")
             setattr(self, f"{n}_total", total + v[ok].sum().to(total.device))

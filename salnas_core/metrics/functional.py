@@ -244,11 +244,17 @@ def borji_sample_indices(n_pixels: int, n_fix: int, n_splits: int, seed: int) ->
 
 
 def shuffled_sample_indices(other_flat: np.ndarray, n_fix: int, n_splits: int, seed: int) -> np.ndarray:
-    """Per split randperm over the other images' fixated pixels, first min(Nfix, L) kept:
-    (n_splits, min(n_fix, L)) flat indices (row-major order of `other_flat` before permuting)."""
+    """Per split, the first min(Nfix, L) entries of a random permutation of the other images'
+    fixated pixels (Matlab: ind(randperm(L)) then 1:Nfixations_oth), i.e. a uniform draw without
+    replacement: (n_splits, min(n_fix, L)) flat indices into the map."""
     L = other_flat.size
-    perms = np.random.default_rng(seed).permuted(np.tile(np.arange(L), (n_splits, 1)), axis=1)
-    return other_flat[perms[:, : min(n_fix, L)]]
+    k = min(n_fix, L)
+    if k == 0:
+        return np.zeros((n_splits, 0), dtype=np.int64)
+    # the k smallest of L iid uniforms are a uniform k-subset (order is irrelevant to the AUC)
+    keys = np.random.default_rng(seed).random((n_splits, L))
+    picks = np.argpartition(keys, k - 1, axis=1)[:, :k] if k < L else np.argsort(keys, axis=1)
+    return other_flat[picks]
 
 
 def auc_borji(saliency_map, fixations, n_splits: int = 100, step: float = 0.1, seed: int = 0) -> float:

@@ -52,6 +52,15 @@ def test_batch_functions_equal_functional_per_image(name):
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, equal_nan=True)
 
 
+def test_auc_judd_torch_counting_path_equals_functional(monkeypatch):
+    """The GPU code path (torch searchsorted + scatter_add), run on CPU."""
+    monkeypatch.setattr(Bm, "NUMPY_COUNTS_ON_CPU", False)
+    p, d, f, o, b = make_batch(8)
+    want = functional_rows("auc_judd", p, d, f, o, b)
+    got = Bm.auc_judd_batch(torch.from_numpy(p), torch.from_numpy(f)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
 def test_auc_judd_jitter_matches_functional():
     p, d, f, o, b = make_batch(1)
     want = [M.auc_judd(p[i], f[i], jitter=True, seed=7) for i in range(len(p))]
