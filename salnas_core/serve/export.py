@@ -1,0 +1,283 @@
+"""`salnas export`: a model as ONNX or TorchScript for deployment.
+
+The exported graph takes RGB float32 (B, 3, H, W) in [0, 1] with dynamic batch, height and
+width (the space's normalisation is baked in, so a deployer cannot feed it wrongly) and returns
+the saliency map (B, 1, H, W). H and W must be multiples of 32 (the encoder's stride); feed the
+image at its working size (long side = the config's resolution, short side scaled and rounded
+to a multiple of 32, what `salnas predict --fit aspect` does) and resize the map back. Batch norms are folded into the convolutions before export (in a copy;
+the loaded model is untouched), and the file is only kept if its output matches the PyTorch
+model (max abs difference <= 1e-4) at several input sizes, checked inside the command.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from salnas_core.serve.models import LoadedModel, resolve_model
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "torchscript")
+TOLERANCE = 1e-4
+
+
+def _wrapper(loaded: LoadedModel) -> Any:
+    import torch
+
+    from salnas_core.serve.predict import normalize
+
+    class SaliencyExport(torch.nn.Module):
+        """RGB in [0, 1] -> normalise -> net -> (B, 1, H, W) map."""
+
+        def __init__(self, net: torch.nn.Module, normalization: str):
+            super().__init__()
+            self.net = net
+            self.normalization = normalization
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            x = normalize(image, self.normalization)
+            # the fully convolutional core: SalNASNet.forward's resize to the working size is
+            # Python arithmetic on shapes, which a trace would freeze to one size
+            y = self.net._core(x) if hasattr(self.net, "_core") else self.net(x)
+            if isinstance(y, (tuple, list)):
+                y = y[0]
+            return y
+
+    return SaliencyExport(loaded.net, loaded.normalization).eval()
+
+
+def fold_batchnorm(model: Any, example: Any) -> tuple[Any, int]:
+    """A copy of `model` (eval mode) with every BatchNorm that directly follows a Conv2d folded
+    into that convolution's weights and bias; returns (copy, number folded).
+
+    Pairs are found by running `example` through the copy with hooks (a BN whose input tensor is
+    a convolution's output), so any control flow in forward is fine. Modules called more than
+    once are left alone. The caller checks the result against the original (export does).
+    """
+    import torch
+    from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    names = {m: n for n, m in model.named_modules()}
+    conv_out: dict[int, tuple[Any, Any]] = {}  # id(output tensor) -> (conv, tensor kept alive)
+    calls: dict[Any, int] = {}
+    pairs: dict[Any, Any] = {}  # bn -> conv
+
+    def on_conv(mod, _inp, out):
+        calls[mod] = calls.get(mod, 0) + 1
+        conv_out[id(out)] = (mod, out)
+
+    def on_bn(mod, inp):
+        calls[mod] = calls.get(mod, 0) + 1
+        hit = conv_out.get(id(inp[0]))
+        if hit is not None and hit[1] is inp[0]:
+            pairs[mod] = hit[0]
+
+    hooks = []
+    for m in model.modules():
+        if type(m) is torch.nn.Conv2d or (isinstance(m, torch.nn.Conv2d) and not list(m.children())):
+            hooks.append(m.register_forward_hook(on_conv))
+        elif isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None:
+            hooks.append(m.register_forward_pre_hook(on_bn))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+        conv_out.clear()
+
+    folded = 0
+    for bn, conv in pairs.items():
+        if calls.get(bn) != 1 or calls.get(conv) != 1 or list(pairs.values()).count(conv) != 1:
+            continue
+        fused = fuse_conv_bn_eval(conv, bn)
+        _set_module(model, names[conv], fused)
+        _set_module(model, names[bn], torch.nn.Identity())
+        folded += 1
+    return model, folded
+
+
+def freeze_same_padding(model: Any) -> int:
+    """Replace TF-'SAME' convolutions whose padding is computed from the input size in Python
+    (Conv2dPad with `_dynamic_pad`) by a constant ZeroPad2d + plain Conv2d; returns the count.
+
+    A trace freezes half of that arithmetic (math.ceil of a size) and keeps the other half, so
+    the exported graph would resize every input to the traced size. For inputs whose size is a
+    multiple of the stride (the net only takes multiples of 32) SAME padding is the constant
+    (k - s) split (floor, ceil), so the replacement is exact there."""
+    import torch
+
+    names = [(n, m) for n, m in model.named_modules() if getattr(m, "_dynamic_pad", False)]
+    for name, m in names:
+        pads = []
+        for k, st in zip(m.kernel_size, m.stride):
+            total = max(k - st, 0)
+            pads.append((total // 2, total - total // 2))
+        conv = torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, padding=0,
+                               dilation=m.dilation, groups=m.groups, bias=m.bias is not None)
+        conv.load_state_dict(m.state_dict())
+        pad = torch.nn.ZeroPad2d((pads[1][0], pads[1][1], pads[0][0], pads[0][1]))
+        _set_module(model, name, torch.nn.Sequential(pad, conv).eval())
+    return len(names)
+
+
+def _set_module(root: Any, name: str, new: Any) -> None:
+    parent, _, leaf = name.rpartition(".")
+    owner = root.get_submodule(parent) if parent else root
+    if leaf.isdigit() and hasattr(owner, "__setitem__"):  # Sequential / ModuleList
+        owner[int(leaf)] = new
+    else:
+        setattr(owner, leaf, new)
+
+
+def check_sizes(working_size: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(batch, H, W) the parity check runs: the working size, then its portrait twin at batch 2
+    (both working sizes of the space's rule: long side = resolution, short side k * 32), so
+    batch, height and width all change between the two."""
+    H, W = int(working_size[0]), int(working_size[1])
+    return [(1, H, W), (2, W, H)]
+
+
+def _reference(wrapped: Any, x: Any) -> np.ndarray:
+    """The PyTorch model as users run it: full forward (with its own resizing), BN unfolded."""
+    import torch
+
+    from salnas_core.serve.predict import normalize
+
+    with torch.no_grad():
+        y = wrapped.net(normalize(x, wrapped.normalization))
+        y = y[0] if isinstance(y, (tuple, list)) else y
+        return y.float().cpu().numpy()
+
+
+def export_onnx(wrapped: Any, folded: Any, path: Path, example: Any, metadata: dict[str, str],
+                inputs: list[Any]) -> float:
+    """Write ONNX of `folded`; returns the max abs difference to `wrapped` over `inputs`."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # legacy exporter deprecation + tracer notes on shapes
+        # the TorchScript-based exporter: no onnxscript dependency, and dynamic H/W via dynamic_axes
+        torch.onnx.export(folded, (example,), str(path), dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=["saliency"], do_constant_folding=True,
+                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                        "saliency": {0: "batch", 2: "height", 3: "width"}})
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    if any(n.op_type == "BatchNormalization" for n in proto.graph.node):
+        raise RuntimeError(f"{path}: BatchNormalization left in the exported graph (folding incomplete)")
+    for k, v in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(proto, str(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for x in inputs:
+        got = sess.run(["saliency"], {"image": x.cpu().numpy()})[0]
+        worst = max(worst, _max_diff(_reference(wrapped, x), got, path, tuple(x.shape)))
+    return worst
+
+
+def export_torchscript(wrapped: Any, folded: Any, path: Path, example: Any, metadata: dict[str, str],
+                       inputs: list[Any]) -> float:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # tracing, not scripting: the nets' forward is plain tensor code; shapes are read
+        # through aten::size, so H/W stay dynamic (the parity check at other sizes proves it)
+        scripted = torch.jit.trace(folded, example, check_trace=False)
+        scripted = torch.jit.freeze(scripted.eval())
+        torch.jit.save(scripted, str(path), _extra_files={"salnas.json": json.dumps(metadata)})
+    loaded = torch.jit.load(str(path), map_location="cpu")
+    worst = 0.0
+    with torch.no_grad():
+        for x in inputs:
+            got = loaded(x).float().cpu().numpy()
+            worst = max(worst, _max_diff(_reference(wrapped, x), got, path, tuple(x.shape)))
+    return worst
+
+
+def _max_diff(ref: np.ndarray, got: np.ndarray, path: Path, shape: tuple) -> float:
+    if ref.shape != got.shape:
+        raise RuntimeError(f"{path}: output shape {got.shape} != PyTorch {ref.shape} for input {shape} "
+                           "(height/width not dynamic in the exported graph?)")
+    return float(np.abs(ref.astype(np.float64) - got.astype(np.float64)).max())
+
+
+def run(model: Any, out: str | os.PathLike, fmt: str = "onnx", *, tolerance: float = TOLERANCE,
+        seed: int = 0) -> dict[str, Any]:
+    """Export `model` (anything resolve_model takes) to `out`; raise if parity fails."""
+    import torch
+
+    from salnas_core.utils.io import atomic_path, atomic_write_json
+
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    loaded = resolve_model(model)
+    loaded.net = loaded.net.cpu().eval()
+    wrapped = _wrapper(loaded)
+    gen = torch.Generator().manual_seed(seed)
+    H, W = loaded.working_size
+    example = torch.rand(1, 3, H, W, generator=gen)
+    folded, n_folded = fold_batchnorm(wrapped, example)
+    freeze_same_padding(folded)
+    n_bn = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in wrapped.modules())
+    inputs = [torch.rand(b, 3, h, w, generator=gen) for b, h, w in check_sizes(loaded.working_size)]
+    metadata = {
+        "salnas.input": "image: float32 RGB (batch, 3, height, width) in [0, 1]; normalisation inside",
+        "salnas.output": "saliency: float32 (batch, 1, height, width), sigmoid",
+        "salnas.normalization": loaded.normalization,
+        "salnas.working_size": json.dumps(list(loaded.working_size)),
+        "salnas.resolution": str(loaded.resolution or max(loaded.working_size)),
+        "salnas.resize_rule": "long side = resolution, short side = max(32, round(resolution * short / long / 32) * 32)",
+        "salnas.config": json.dumps(loaded.config) if loaded.config else "",
+        "salnas.source": loaded.source,
+    }
+    out = Path(out)
+    exporter = export_onnx if fmt == "onnx" else export_torchscript
+    with atomic_path(out) as tmp:  # a failed parity check leaves no file behind
+        diff = exporter(wrapped, folded, tmp, example, metadata, inputs)
+        if not diff <= tolerance:
+            raise RuntimeError(f"{out}: exported {fmt} differs from PyTorch by {diff:.3g} > {tolerance:g}; not written")
+    summary = {"path": str(out), "format": fmt, "model": loaded.source, "bn_folded": n_folded,
+               "bn_total": n_bn, "max_abs_diff": diff, "tolerance": tolerance,
+               "checked_sizes": [list(x.shape) for x in inputs], "dynamic_axes": ["batch", "height", "width"],
+               **{k.split(".", 1)[1]: v for k, v in metadata.items() if k != "salnas.config"}}
+    atomic_write_json(out.with_name(out.name + ".json"), {**summary, "config": loaded.config})
+    return summary
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--model", default=None,
+                        help="models:/salnas@champion, a model.pt, a run folder or a variant name; default: local champion")
+    parser.add_argument("--format", dest="fmt", choices=FORMATS, default="onnx")
+    parser.add_argument("--out", required=True, help="output file (.onnx or .pt)")
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE, help="max abs difference to PyTorch allowed")
+
+
+def run_cli(args: Any) -> int:
+    import sys
+
+    from salnas_core.serve.models import ModelNotFoundError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        s = run(args.model, args.out, args.fmt, tolerance=args.tolerance)
+    except (ModelNotFoundError, ValueError, RuntimeError) as e:
+        print(f"salnas export: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {s['path']} ({s['format']}; {s['bn_folded']}/{s['bn_total']} batch norms folded; "
+          f"max abs diff to PyTorch {s['max_abs_diff']:.2e} over inputs {s['checked_sizes']})")
+    return 0

@@ -1,0 +1,87 @@
+"""`salnas export`: ONNX / TorchScript with BN folded, dynamic H/W, parity with PyTorch."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from salnas_core.serve.export import FORMATS, fold_batchnorm, freeze_same_padding, run
+from salnas_core.serve.models import resolve_model
+from salnas_core.serve.predict import normalize
+
+
+def _pytorch(model_path, x):
+    lm = resolve_model(str(model_path))
+    with torch.no_grad():
+        return lm.net(normalize(x, lm.normalization)).numpy()
+
+
+# every format on the default space; ONNX (the deployment path) also on `salnas`, whose
+# symmetric padding takes the other code path (no SAME-padding freeze)
+CASES = [("lite", f) for f in FORMATS] + [("salnas", "onnx")]
+
+
+@pytest.mark.parametrize("space,fmt", CASES)
+def test_export_parity_dynamic_sizes(space, fmt, request, tmp_path):
+    from salnas_core.cli import main
+
+    space_model = request.getfixturevalue(f"{space}_model")
+
+    out = tmp_path / f"model.{'onnx' if fmt == 'onnx' else 'pt'}"
+    assert main(["export", "--model", str(space_model), "--format", fmt, "--out", str(out)]) == 0
+    side = json.loads(out.with_name(out.name + ".json").read_text())
+    assert side["max_abs_diff"] <= 1e-4 and side["bn_folded"] == side["bn_total"] > 10
+    # our own check, at a size the command did not try (portrait, another batch size)
+    x = torch.rand(3, 3, 256, 96, generator=torch.Generator().manual_seed(7))
+    ref = _pytorch(space_model, x)
+    if fmt == "onnx":
+        import onnx
+        import onnxruntime as ort
+
+        proto = onnx.load(str(out))
+        assert not [n for n in proto.graph.node if n.op_type == "BatchNormalization"]
+        meta = {p.key: p.value for p in proto.metadata_props}
+        assert meta["salnas.normalization"] == resolve_model(str(space_model)).normalization
+        dims = proto.graph.input[0].type.tensor_type.shape.dim
+        assert [d.dim_param for d in dims] == ["batch", "", "height", "width"]
+        got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+    else:
+        ts = torch.jit.load(str(out))
+        assert "batch_norm" not in str(ts.inlined_graph)
+        with torch.no_grad():
+            got = ts(x).numpy()
+    assert got.shape == ref.shape == (3, 1, 256, 96)
+    assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_failed_parity_leaves_no_file(lite_model, tmp_path):
+    out = tmp_path / "m.onnx"
+    with pytest.raises(RuntimeError, match="differs from PyTorch"):
+        run(str(lite_model), out, "onnx", tolerance=-1.0)  # no model can pass: the check must refuse
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fold_batchnorm_copy(lite_model):
+    lm = resolve_model(str(lite_model))
+    x = torch.rand(1, 3, 192, 256)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in lm.net.modules())
+    folded, n = fold_batchnorm(lm.net, x)
+    freeze_same_padding(folded)
+    assert n == n_bn and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in lm.net.modules()) == n_bn  # original untouched
+    with torch.no_grad():
+        a, b = lm.net(x), folded(x)
+    assert (a - b).abs().max() <= 1e-5
+    # the folding is not a no-op: the BN statistics were non-trivial
+    conv = lm.net.stem.conv
+    assert not torch.allclose(conv.weight, folded.stem.conv[1].weight if isinstance(folded.stem.conv, torch.nn.Sequential)
+                              else folded.stem.conv.weight)
+
+
+def test_export_unknown_model_is_a_clear_error(tmp_path, capsys):
+    from salnas_core.cli import main
+
+    assert main(["export", "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "none.pt" in capsys.readouterr().err
