@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 PACKAGE_REPO = Path(__file__).resolve().parents[1]
 PRESET_SECTIONS = ("train_supernet", "search", "distill", "evaluate")
-# raw snapshot size per preset: None = the whole dataset
-SNAPSHOT_LIMIT = {"tiny": 24, "cpu": None, "paper": None}
+# images ingest takes per preset (the first N by id; splits still over the whole dataset): None = all
+INGEST_LIMIT = {"tiny": 24, "cpu": None, "paper": None}
 SYNTHETIC_IMAGES = {"tiny": 24, "cpu": 160, "paper": 400}
 SHARED_DATASETS = ("osie", "nus_scene")
 
@@ -142,9 +142,22 @@ def resolve_templates(text: str, params: dict[str, Any]) -> str:
             if not isinstance(v, dict) or part not in v:
                 raise KeyError(f"dvc.yaml: ${{{m.group(1)}}} is not in params.yaml")
             v = v[part]
-        return str(v)
+        return _unpack(v)
 
     return re.sub(r"\$\{\s*([\w.]+)\s*\}", sub, text)
+
+
+def _unpack(v: Any) -> str:
+    """DVC's dict unpacking in cmd: {limit: 24, fast: true} -> "--limit 24 --fast"."""
+    if not isinstance(v, dict):
+        return str(v)
+    parts = []
+    for k, x in v.items():
+        if x is True:
+            parts.append(f"--{k}")
+        elif x is not None and x is not False:
+            parts.append(f"--{k} {x}")
+    return " ".join(parts)
 
 
 # ----------------------------------------------------------------------------- running
@@ -216,22 +229,24 @@ def run(repo: str | os.PathLike | None = None, *, preset: str | None = None, dat
     src = shared_source(repo, dataset) if dataset in SHARED_DATASETS else None
     raw_root = repo / "data" / "raw"
     raw_root.mkdir(parents=True, exist_ok=True)
+    n = limit if limit is not None else INGEST_LIMIT.get(preset)
     if src is not None:
-        n = limit if limit is not None else SNAPSHOT_LIMIT.get(preset)
         name = dataset
-        _say(f"data: real eye-tracking data from {src}" + (f" (first {n} images, preset {preset})" if n else ""))
-        info = snapshot_shared(src, raw_root / name, n)
+        _say(f"data: real eye-tracking data from {src}" + (f" (ingesting the first {n} images, preset {preset})"
+                                                           if n else ""))
+        info = snapshot_shared(src, raw_root / name)
     else:
-        n = limit or SYNTHETIC_IMAGES.get(preset, 160)
+        n_syn, n = n or SYNTHETIC_IMAGES.get(preset, 160), None
         name = "synthetic"
         _say(f"data: {repo.parent / 'shared' / 'data' / dataset} not found: GENERATING a synthetic dataset "
-             f"({n} images with objects and fixations drawn from a known density) instead")
-        info = snapshot_synthetic(raw_root / name, n)
+             f"({n_syn} images with objects and fixations drawn from a known density) instead")
+        info = snapshot_synthetic(raw_root / name, n_syn)
     for other in raw_root.iterdir():  # data/raw holds exactly the snapshot the pipeline reads
         if other.name != name:
             shutil.rmtree(other) if other.is_dir() else other.unlink()
     changes = {(s, "preset"): preset for s in PRESET_SECTIONS if (current.get(s) or {}).get("preset") != preset}
     changes[("data", "dataset")] = name
+    changes[("data", "ingest_args")] = {"limit": n} if n else {}
     for c in set_params(params_path, changes):
         _say(f"params.yaml: {c}")
 
@@ -249,7 +264,7 @@ def run(repo: str | os.PathLike | None = None, *, preset: str | None = None, dat
 
     timings: dict[str, float] = {}
     with mu.start_run("salnas-main", pipeline=True,
-                      params={"preset": preset, "dataset": name, "images": info["images"], "source": info["source"],
+                      params={"preset": preset, "dataset": name, "images": n or info["images"], "source": info["source"],
                               "data_version": data_version, "dvc": bool(dvc)}) as parent:
         env = _env(repo)
         if parent is not None:
@@ -287,18 +302,19 @@ def run(repo: str | os.PathLike | None = None, *, preset: str | None = None, dat
         _say(f"registered {reg['name']} version {reg['version']} (score {reg['score']:.4f}); "
              f"the champion stays version {reg.get('previous_champion')} ({reg['reason']}) in {uri}")
     _say(f"use it: salnas predict IMAGES --out predictions/   (MLFLOW_TRACKING_URI={uri})")
-    _say(f"done in {total / 60:.1f} min (preset {preset}, {info['images']} images of {name})")
+    _say(f"done in {total / 60:.1f} min (preset {preset}, {n or info['images']} images of {name})")
     return {**reg, "wall_s": total, "timings": timings, "dataset": name, "preset": preset,
             "data_version": data_version, "synthetic": info["synthetic"]}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default=None, choices=sorted(SNAPSHOT_LIMIT),
+    parser.add_argument("--preset", default=None, choices=sorted(INGEST_LIMIT),
                         help="tiny (tests, minutes) | cpu (the default in params.yaml) | paper (GPU); "
                              "written into params.yaml's step sections when it differs")
     parser.add_argument("--dataset", default="osie", choices=SHARED_DATASETS,
                         help="which ../shared/data dataset (default osie); generated data when absent")
-    parser.add_argument("--limit", type=int, default=None, help="snapshot only the first N images")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="ingest only the first N images (default: all; tiny: 24); synthetic: images generated")
     parser.add_argument("--repo", default=None, help="the SalNAS repository (default: this one)")
     parser.add_argument("--no-dvc", dest="use_dvc", action="store_false",
                         help="run dvc.yaml's stage commands in order without DVC")
