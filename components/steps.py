@@ -39,6 +39,13 @@ STEPS: tuple[StepDef, ...] = (
         extra_args=("--no-progress",),
     ),
     StepDef(
+        name="variants", command=("pipeline", "variants"),
+        description="The variants the search found, of the budgets asked for (the ParallelFor items).",
+        inputs=(Art("search", "Artifact", "--search"),),
+        params=(Param("budgets", list, "--budgets", default=["XL", "M"]),),
+        out_params=(OutParam("names", list, "--names-out"),),
+    ),
+    StepDef(
         name="distill", command=("distill",), gpu=True,
         description="Fine-tune one chosen subnet as a static network with Self-KD (salnas distill).",
         inputs=(Art("search", "Artifact", "--variants", suffix="/variants.json"),
@@ -53,9 +60,12 @@ STEPS: tuple[StepDef, ...] = (
     StepDef(
         name="evaluate", command=("evaluate",),
         description="Saliency metrics and efficiency of a distilled model (salnas evaluate).",
-        inputs=(Art("model", "Model", "--models"), Art("data", "Dataset", "--data")),
+        inputs=(Art("model", "Model", "--models"), Art("data", "Dataset", "--data"),
+                Art("search", "Artifact", "--search")),
         outputs=(Art("evaluation", "Artifact", "--out"),),
-        params=(Param("preset", str, "--preset", default="cpu"),),
+        params=(Param("preset", str, "--preset", default="cpu"),
+                Param("device", str, "--device", default="cpu")),
+        extra_args=("--no-progress",),
     ),
     StepDef(
         name="gate", command=("pipeline", "gate"), container=False,

@@ -101,11 +101,15 @@ def build_pipeline(form: str = "container", image: str | None = None, k8s: K8sSe
         train = k(c["train-supernet"](data=data, preset=preset, epochs=epochs), "train-supernet")
         search = k(c["search"](supernet=train.outputs["supernet"], data=data, preset=preset, budgets=budgets,
                                constraints=constraints, device=device), "search")
-        with dsl.ParallelFor(budgets, name="per-budget") as variant:
+        # a budget the search could not meet (limits below the smallest subnet) has no variant:
+        # fan out over what it found, not over what was asked
+        found = k(c["variants"](search=search.outputs["search"], budgets=budgets), "variants")
+        with dsl.ParallelFor(found.outputs["names"], name="per-budget") as variant:
             distill = k(c["distill"](search=search.outputs["search"], supernet=train.outputs["supernet"],
                                      data=data, variant=variant, preset=preset, epochs=distill_epochs,
                                      device=device), "distill")
-            evaluate = k(c["evaluate"](model=distill.outputs["model"], data=data, preset=preset), "evaluate")
+            evaluate = k(c["evaluate"](model=distill.outputs["model"], data=data, search=search.outputs["search"],
+                                       preset=preset, device=device), "evaluate")
         gate = k(c["gate"](models=dsl.Collected(distill.outputs["model"]),
                            evaluations=dsl.Collected(evaluate.outputs["evaluation"]), model_name=model_name),
                  "gate")

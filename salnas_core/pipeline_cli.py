@@ -77,6 +77,24 @@ def gate(models: list[str], evaluations: list[str], out: str, model_name: str | 
     return decision
 
 
+def found_variants(search: str, budgets: list[str] | None = None) -> list[str]:
+    """Names in SEARCH/variants.json, in the order of `budgets` (those the search could not meet are
+    left out with a warning); all of them when `budgets` is empty."""
+    from salnas_core.utils.io import read_json
+
+    path = Path(search) / "variants.json"
+    table = read_json(path)
+    if not isinstance(table, dict) or not table:
+        raise ValueError(f"{path}: no variants (the search met none of the budgets {budgets or ''})")
+    names = [b for b in budgets if b in table] if budgets else list(table)
+    missing = [b for b in budgets or [] if b not in table]
+    if missing:
+        log.warning("variants: budgets %s have no variant in %s (limits below the smallest subnet?)", missing, path)
+    if not names:
+        raise ValueError(f"{path}: none of the budgets {budgets} has a variant (have: {', '.join(table)})")
+    return names
+
+
 # --- compile / run-local / submit ----------------------------------------------------------------
 
 def _k8s_settings(args: argparse.Namespace):
@@ -110,20 +128,24 @@ def _defaults(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_local(source: str, fmt: str = "shared_json", preset: str = "tiny", limit: int = 0, epochs: int = 0,
               distill_epochs: int = 0, budgets: list[str] | None = None, constraints: dict | None = None,
-              model_name: str = "salnas", pipeline_root: str = "runs/kfp-local") -> dict[str, Any]:
+              model_name: str = "salnas", pipeline_root: str = "runs/kfp-local",
+              cache: bool = False) -> dict[str, Any]:
     """Run the whole pipeline with kfp.local (lightweight components, this interpreter).
 
     Returns {"run_dir", "parent_run_id", "gate", "registered"} read from the run's artifacts.
     """
     from kfp import local
 
-    from pipelines.salnas_pipeline import build_pipeline
+    from pipelines.salnas_pipeline import PIPELINE_NAME, build_pipeline
     from salnas_core.tracking import mlflow_utils as mu
 
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     # use_venv=False: tasks run in this interpreter, where salnas is installed
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    # cache: a rerun reuses every task whose command and inputs are unchanged (kfp.local's cache
+    # under PIPELINE_ROOT/.kfp_cache); gate and register never cache
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True,
+               enable_caching=cache)
     pipe = build_pipeline("python")
     args = {"source": source, "fmt": fmt, "preset": preset, "limit": limit, "epochs": epochs,
             "distill_epochs": distill_epochs, "model_name": model_name}
@@ -135,7 +157,8 @@ def run_local(source: str, fmt: str = "shared_json", preset: str = "tiny", limit
     t0 = time.time()
     with mu.start_run("pipeline-kfp-local", pipeline=True, params=args) as parent:
         pipe(**args)
-    runs = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before), key=lambda p: p.stat().st_mtime)
+    runs = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before
+                   and p.name.startswith(f"{PIPELINE_NAME}-")), key=lambda p: p.stat().st_mtime)
     if not runs:
         raise RuntimeError(f"{root}: kfp.local wrote no run folder")
     run_dir = runs[-1]
@@ -211,6 +234,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     r = sub.add_parser("run-local", help="run the whole pipeline with kfp.local (tiny preset by default)")
     r.add_argument("--pipeline-root", default="runs/kfp-local")
+    r.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="rerun every task (default: reuse unchanged tasks of earlier runs)")
     _add_pipeline_params(r, tiny=True)
 
     s = sub.add_parser("submit", help="submit a compiled pipeline to a Kubeflow Pipelines server")
@@ -221,6 +246,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
     s.add_argument("--param", type=_kv, action="append", default=[], metavar="NAME=VALUE",
                    help="pipeline argument (YAML value), e.g. --param budgets='[XL, S]'")
+
+    v = sub.add_parser("variants", help="(a pipeline step) the variants a search found, as a JSON list")
+    v.add_argument("--search", required=True, help="search output folder (variants.json)")
+    v.add_argument("--budgets", default=None, help="JSON/YAML list of the budgets asked for")
+    v.add_argument("--names-out", default=None, help="file to write the JSON list into (a KFP output)")
 
     g = sub.add_parser("gate", help="(a pipeline step) best variant vs the registry's champion")
     g.add_argument("--models", nargs="+", required=True, help="distill outputs, one per budget")
@@ -249,7 +279,7 @@ def run_cli(args: argparse.Namespace) -> int:
                 if not shared.exists():
                     raise FileNotFoundError(f"--source not given and {shared} does not exist")
                 d["source"] = str(shared)
-            res = run_local(pipeline_root=args.pipeline_root, **d)
+            res = run_local(pipeline_root=args.pipeline_root, cache=args.cache, **d)
             print(json.dumps(res, indent=1, default=str))
         elif cmd == "submit":
             import yaml
@@ -257,6 +287,18 @@ def run_cli(args: argparse.Namespace) -> int:
             arguments = {k: yaml.safe_load(v) for k, v in args.param}
             print(json.dumps(submit(args.host, args.package, arguments, args.run_name, args.experiment,
                                     args.namespace)))
+        elif cmd == "variants":
+            import yaml
+
+            from salnas_core.utils.io import atomic_write_text
+
+            budgets = yaml.safe_load(args.budgets) if args.budgets else None
+            if budgets is not None and not isinstance(budgets, list):
+                raise ValueError(f"--budgets: expected a list like '[XL, M]', got {args.budgets!r}")
+            names = found_variants(args.search, budgets)
+            if args.names_out:
+                atomic_write_text(args.names_out, json.dumps(names))
+            print(json.dumps(names))
         elif cmd == "gate":
             from salnas_core.utils.io import atomic_write_text
 

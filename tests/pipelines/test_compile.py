@@ -52,12 +52,16 @@ def test_typed_parameters_with_defaults(ir):
 def test_dag_fan_out_over_budgets_then_gate_then_register(ir):
     spec, _ = ir
     root = spec["root"]["dag"]["tasks"]
-    assert {"ingest", "train-supernet", "search", "gate"} <= set(root)
+    assert {"ingest", "train-supernet", "search", "variants", "gate"} <= set(root)
     assert root["train-supernet"]["dependentTasks"] == ["ingest"]
+    # the budgets asked for go to the search; the loop runs over the variants it found
+    assert root["variants"]["inputs"]["parameters"]["budgets"] == {"componentInputParameter": "budgets"}
     loops = [t for t in root.values() if "parameterIterator" in t]
     assert len(loops) == 1
     loop = loops[0]
-    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("budgets")
+    items = loop["parameterIterator"]["items"]["inputParameter"]
+    assert loop["inputs"]["parameters"][items]["taskOutputParameter"] == {
+        "outputParameterKey": "names", "producerTask": "variants"}
     body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     assert set(body) == {"distill", "evaluate"}
     assert body["evaluate"]["dependentTasks"] == ["distill"]
