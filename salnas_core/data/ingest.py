@@ -104,8 +104,8 @@ def _orientation_point_map(orientation: int, h: int, w: int, pts_rc: np.ndarray)
     return np.stack(out, axis=1)
 
 
-def load_image(path: Path, points_rc: np.ndarray | None = None, declared_hw: tuple[int, int] | None = None
-               ) -> tuple[np.ndarray, np.ndarray | None, list[Problem]]:
+def load_image(path: Path, points_rc: np.ndarray | None = None, declared_hw: tuple[int, int] | None = None,
+               declared_by: str = "the annotations") -> tuple[np.ndarray, np.ndarray | None, list[Problem]]:
     """Decode `path` to uint8 RGB (H, W, 3), upright per EXIF; returns (array, points, warnings).
 
     `points_rc` (continuous, raw-file pixels) are moved with any EXIF rotation so they stay on the
@@ -143,8 +143,8 @@ def load_image(path: Path, points_rc: np.ndarray | None = None, declared_hw: tup
     if orientation not in range(1, 9):
         warnings.append(Problem(f, "bad_exif", f"invalid EXIF orientation {orientation} ignored", "warning"))
         orientation = 1
+    raw_h, raw_w = im.height, im.width
     if orientation != 1:
-        raw_h, raw_w = im.height, im.width
         im = ImageOps.exif_transpose(im)
         declared_is_displayed = (declared_hw is not None and tuple(declared_hw) == (im.height, im.width)
                                  and tuple(declared_hw) != (raw_h, raw_w))
@@ -156,6 +156,9 @@ def load_image(path: Path, points_rc: np.ndarray | None = None, declared_hw: tup
         warnings.append(Problem(f, "exif_rotation", f"EXIF orientation {orientation}: image turned upright, {what}",
                                 "warning"))
 
+    if declared_hw is not None and tuple(declared_hw) not in ((raw_h, raw_w), (im.height, im.width)):
+        raise ItemError(Problem(f, "size_mismatch", f"image is {im.height}x{im.width} but {declared_by} declares "
+                                f"{declared_hw[0]}x{declared_hw[1]}; fixation coordinates cannot be trusted"))
     arr = _to_rgb8(im, f, warnings)
     return arr, points_rc, warnings
 
@@ -244,8 +247,8 @@ def _file_sha(p: Path) -> str:
 
 
 def _source_stamp(rec: Record) -> dict:
-    st = rec.image.stat()
-    return {"file": str(rec.image), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "n_fixations": rec.n_fixations,
+    # content, not path or mtime: a re-downloaded S3 source or a moved folder still resumes
+    return {"image_sha": _file_sha(rec.image), "n_fixations": rec.n_fixations,
             "points_sha": _sha(np.ascontiguousarray(rec.points_rc, dtype=np.float64).tobytes())}
 
 
@@ -258,12 +261,10 @@ def _completed(out: Path, iid: str, fingerprint: dict, stamp: dict) -> dict | No
         item = json.loads(rec_path.read_text())
         if item.get("_fingerprint") != fingerprint or item.get("_source") != stamp:
             return None
-        for key, rel in (("image", item["image"]), ("density", item["density"]), ("fixations", item["fixations"])):
-            p = out / rel
+        for key in ("image", "density", "fixations", "orig_fixations"):
+            p = out / item[key]
             if not p.exists() or _file_sha(p) != item["sha256"][key]:
                 return None
-        if not (out / item["orig_fixations"]).exists():
-            return None
         return item
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -281,12 +282,8 @@ def process_item(rec: Record, split: str, out: Path, st: Settings) -> tuple[dict
 
     if rec.n_fixations == 0:
         raise ItemError(Problem(str(rec.image), "image_without_fixations", f"no fixations in {rec.source}"))
-    arr, pts, warnings = load_image(rec.image, rec.points_rc, rec.size_hw)
+    arr, pts, warnings = load_image(rec.image, rec.points_rc, rec.size_hw, rec.source)
     h, w = arr.shape[:2]
-    if rec.size_hw is not None and tuple(rec.size_hw) != (h, w):
-        raise ItemError(Problem(str(rec.image), "size_mismatch",
-                                f"image is {h}x{w} but {rec.source} declares {rec.size_hw[0]}x{rec.size_hw[1]}; "
-                                "fixation coordinates cannot be trusted"))
     ok = gt.inside(pts, (h, w))
     if not ok.all():
         bad = int((~ok).sum())

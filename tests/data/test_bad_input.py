@@ -184,6 +184,21 @@ def test_exif_rotation_moves_fixations_with_the_pixels(tmp_path, orientation):
     assert (orientation != 1) == any(w.kind == "exif_rotation" for w in warns)
 
 
+def test_exif_rotated_item_is_ingested_with_its_fixations(tmp_path):
+    raw = _rgb(0)
+    raw[5, 7] = (255, 0, 255)
+    img = Image.fromarray(raw)
+    src = _dataset(tmp_path / "src", {}, [_entry("r.png", pts=((5, 7),))])
+    img.save(src / "stimuli" / "r.png", exif=_exif(6))  # declared 30x40 = the stored (raw) size
+    summary, report, man = _run(tmp_path, src)
+    assert summary["images"] == 1 and report["counts"]["by_kind"] == {"exif_rotation": 1}
+    it = man["items"][0]
+    assert it["orig_size"] == [W, H]  # upright
+    (r, c), = np.load(tmp_path / "out" / "t" / it["orig_fixations"]).tolist()
+    upright = np.asarray(Image.open(src / "stimuli" / "r.png").transpose(Image.Transpose.ROTATE_270))
+    assert tuple(upright[r, c]) == (255, 0, 255)
+
+
 def test_exif_rotation_declared_in_displayed_frame(tmp_path):
     # annotations that declare the upright size were recorded on the upright image: points stay
     raw = np.zeros((H, W, 3), np.uint8)
