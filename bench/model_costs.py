@@ -39,9 +39,9 @@ def main() -> None:
     ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"))
     args = ap.parse_args()
     cmd = "python bench/model_costs.py " + " ".join(sys.argv[1:])
-    rng = random.Random(args.seed)
     for name in args.spaces:
         net = create_supernet(name, pretrained=False).eval()
+        rng = random.Random(f"{args.seed}-{name}")  # per space: rows do not depend on the space list
         todo = [("max", net.space.max_config()), ("min", net.space.min_config())]
         todo += [(f"random {i}", net.space.sample_config(rng)) for i in range(args.random)]
         for label, cfg in todo:
