@@ -40,6 +40,26 @@ def scene_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def osie_subset_dir(tmp_path_factory, osie_dir) -> Path:
+    """A folder named osie in the shared_json layout with the first 8 real OSIE images (symlinked).
+
+    Reading it is instant (the full fixations.json takes ~0.5 s to parse), for tests that ingest often.
+    """
+    import json
+
+    root = tmp_path_factory.mktemp("osie_subset") / "osie"
+    (root / "stimuli").mkdir(parents=True)
+    data = json.loads((osie_dir / "fixations.json").read_text())
+    data["images"] = data["images"][:8]
+    for e in data["images"]:
+        (root / e["file"]).symlink_to(osie_dir / e["file"])
+    data["n_images"] = len(data["images"])
+    data["n_fixations"] = sum(len(s["x"]) for e in data["images"] for s in e["subjects"])
+    (root / "fixations.json").write_text(json.dumps(data))
+    return root
+
+
+@pytest.fixture(scope="session")
 def synthetic_source(tmp_path_factory) -> Path:
     from salnas_core.data.synthetic import generate
 

@@ -17,8 +17,8 @@ from salnas_core.steps.ingest import run
 SMALL = (48, 64)
 
 
-def _osie(osie_dir, out, **kw):
-    return ingest(osie_dir, "shared_json", out, working_size=SMALL, limit=6, progress=False, workers=1, **kw)
+def _osie(osie_subset_dir, out, **kw):
+    return ingest(osie_subset_dir, "shared_json", out, working_size=SMALL, limit=6, progress=False, workers=1, **kw)
 
 
 def _sha(p: Path) -> str:
@@ -27,8 +27,8 @@ def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-def test_output_matches_the_manifest(osie_dir, tmp_path):
-    s = _osie(osie_dir, tmp_path)
+def test_output_matches_the_manifest(osie_subset_dir, tmp_path):
+    s = _osie(osie_subset_dir, tmp_path)
     root = tmp_path / "osie"
     man = load_manifest(root)
     assert man["dataset"] == "osie" and man["working_size"] == list(SMALL) and man["synthetic"] is False
@@ -44,8 +44,8 @@ def test_output_matches_the_manifest(osie_dir, tmp_path):
     assert report["timing"]["wall_s"] > 0
 
 
-def test_rerun_after_crash_finishes_without_redoing_work(osie_dir, tmp_path, monkeypatch):
-    fresh = _osie(osie_dir, tmp_path / "fresh")
+def test_rerun_after_crash_finishes_without_redoing_work(osie_subset_dir, tmp_path, monkeypatch):
+    fresh = _osie(osie_subset_dir, tmp_path / "fresh")
     out = tmp_path / "out"
     real = ingest_mod.process_item
     calls = {"n": 0}
@@ -58,45 +58,45 @@ def test_rerun_after_crash_finishes_without_redoing_work(osie_dir, tmp_path, mon
 
     monkeypatch.setattr(ingest_mod, "process_item", crash_on_fifth)
     with pytest.raises(KeyboardInterrupt):
-        _osie(osie_dir, out)
+        _osie(osie_subset_dir, out)
     monkeypatch.setattr(ingest_mod, "process_item", real)
     assert not (out / "osie" / "manifest.json").exists()  # no manifest: readers never see a partial dataset
     (out / "osie" / "images" / "1005.png.tmp-4242").write_bytes(b"half a png")  # debris of a killed write
-    again = _osie(osie_dir, out)
+    again = _osie(osie_subset_dir, out)
     # items 1-4 were finished before the crash (a thread may have finished one more)
     assert again["resumed"] in (4, 5) and again["images"] == 6
     assert again["version"] == fresh["version"]  # same bytes as an uninterrupted run
     assert not list((out / "osie").rglob("*.tmp-*"))
 
 
-def test_damaged_output_is_detected_and_rewritten(osie_dir, tmp_path):
-    first = _osie(osie_dir, tmp_path)
+def test_damaged_output_is_detected_and_rewritten(osie_subset_dir, tmp_path):
+    first = _osie(osie_subset_dir, tmp_path)
     man = load_manifest(tmp_path / "osie")
     victim = tmp_path / "osie" / man["items"][2]["density"]
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the map
     victim.write_bytes(bytes(data))
-    again = _osie(osie_dir, tmp_path)
+    again = _osie(osie_subset_dir, tmp_path)
     assert again["resumed"] == 5 and again["version"] == first["version"]
     assert _sha(victim) == man["items"][2]["sha256"]["density"]
 
 
-def test_changed_settings_redo_everything_and_drop_stale_items(osie_dir, tmp_path):
-    _osie(osie_dir, tmp_path)
-    s = ingest(osie_dir, "shared_json", tmp_path, working_size=(24, 32), limit=4, progress=False, workers=1)
+def test_changed_settings_redo_everything_and_drop_stale_items(osie_subset_dir, tmp_path):
+    _osie(osie_subset_dir, tmp_path)
+    s = ingest(osie_subset_dir, "shared_json", tmp_path, working_size=(24, 32), limit=4, progress=False, workers=1)
     assert s["resumed"] == 0 and s["images"] == 4
     root = tmp_path / "osie"
     assert sorted(p.name for p in (root / "images").iterdir()) == [f"{i}.png" for i in range(1001, 1005)]
     assert np.load(root / "density" / "1001.npy").shape == (24, 32)
 
 
-def test_step_reads_params_and_cli_runs(osie_dir, tmp_path, capsys):
+def test_step_reads_params_and_cli_runs(osie_subset_dir, tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text("ingest:\n  working_size: [24, 32]\n  seed: 7\n")
-    s = run(str(osie_dir), "shared_json", str(tmp_path / "a"), limit=3, params=str(params), progress=False)
+    s = run(str(osie_subset_dir), "shared_json", str(tmp_path / "a"), limit=3, params=str(params), progress=False)
     man = load_manifest(s["out"])
     assert man["working_size"] == [24, 32] and man["seed"] == 7
-    rc = cli_main(["ingest", "--source", str(osie_dir), "--format", "shared_json", "--out", str(tmp_path / "b"),
+    rc = cli_main(["ingest", "--source", str(osie_subset_dir), "--format", "shared_json", "--out", str(tmp_path / "b"),
                    "--working-size", "24", "32", "--limit", "2", "--no-progress"])
     assert rc == 0 and json.loads(capsys.readouterr().out)["images"] == 2
 
