@@ -147,7 +147,11 @@ def distill(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable
             log({f"val_{k}": v for k, v in initial.items()}, 0)
     teacher.module.to(device)
     for epoch in range(start, cfg.epochs + 1):
-        torch.manual_seed(cfg.seed * 1000 + epoch)  # a resumed epoch shuffles as the original would have
+        # a resumed epoch shuffles (and augments) exactly as the uninterrupted run would have
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        gen = getattr(train_loader, "generator", None)
+        if gen is not None:
+            gen.manual_seed(cfg.seed * 1000 + epoch)
         model.train()
         t0, n_img, tot = time.perf_counter(), 0, 0.0
         bar = tqdm(train_loader, desc=f"distill {epoch}/{cfg.epochs}", unit="batch", disable=not progress,
