@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import salnas_core
 from salnas_core.spaces import SPACES
-from salnas_core.supernet import (SalNASNet, build_subnet, count_macs, count_params, create_supernet, load_model,
+from salnas_core.supernet import (SalNASNet, SalNASSupernet, build_subnet, count_macs, count_params, create_supernet, load_model,
                                   recalibrate_bn, save_model)
 
 SPACE_NAMES = sorted(SPACES)
@@ -246,3 +246,23 @@ def test_lite_skips_only_inside_stages_like_efficientnet():
     sub = build_subnet(cfg)
     assert all(blocks[0].shortcut is None for blocks in sub.stages)
     assert all(isinstance(b.shortcut, torch.nn.Identity) for blocks in sub.stages for b in blocks[1:])
+
+
+def test_kernel_transform_option_is_baked_into_the_static_subnet():
+    import dataclasses
+
+    torch.manual_seed(0)
+    space = dataclasses.replace(SPACES["salnas"], kernel_transform=True)
+    net = SalNASSupernet(space).eval()
+    mats = [p for n, p in net.named_parameters() if n.endswith("t5to3")]
+    assert len(mats) == sum(len(b) for b in net.stages)  # one per depthwise conv with kernels {3, 5}
+    with torch.no_grad():
+        for p in mats:
+            p.add_(torch.randn_like(p) * 0.1)
+    net.set_active_subnet(dict(space.min_config(), resolution=[256]))  # all kernels 3: transformed
+    sub = net.get_active_subnet().eval()
+    x = torch.randn(1, 3, 64, 256)
+    with torch.no_grad():
+        assert (net(x) - sub(x)).abs().max().item() <= 1e-5
+        crop = net.stages[0][0].dw.conv.weight[:, :, 1:4, 1:4][:sub.stages[0][0].dw.conv.weight.shape[0]]
+        assert not torch.allclose(sub.stages[0][0].dw.conv.weight, crop)
