@@ -212,6 +212,9 @@ def test_lite_max_encoder_reproduces_efficientnet_lite0(supernets):
         assert (a - b).abs().max().item() <= 1e-4, f"feature {i}: {(a - b).abs().max().item()}"
         assert (c - b).abs().max().item() <= 1e-4
     assert torch.equal(net.stages[5][3].dw.conv.weight, sd["_blocks.14._depthwise_conv.weight"])
+    small = build_subnet(SPACES["lite"].min_config(), pretrained=True)  # inherits sliced Lite0 weights
+    assert torch.equal(small.stem.conv.weight, sd["_conv_stem.weight"][:16])
+    assert torch.equal(small.stages[2][0].dw.conv.weight, sd["_blocks.3._depthwise_conv.weight"][:72, :, 1:4, 1:4])
     fresh = create_supernet("lite", pretrained=False).eval()
     with torch.no_grad():
         assert (fresh.encode(x)[-1] - ref[-1]).abs().max() > 1e-2  # the match is not a coincidence
