@@ -127,6 +127,8 @@ def set_params(path: Path, changes: dict[tuple[str, str], Any]) -> list[str]:
                     lines[i] = f"{m.group(1)}{new}{m.group(3)}\n"
                     done.append(f"{section}.{key}: {m.group(2).strip()} -> {new}")
                 break
+        else:  # the last section, key missing
+            raise ValueError(f"{path}: section {section!r} has no key {key!r}")
     if done:
         from salnas_core.utils.io import atomic_write_text
 

@@ -1,33 +1,59 @@
 """Service fixtures: real S3 (SeaweedFS) and MLflow servers on loopback.
 
-Started once per session by salnas_core.tracking.services (the launcher `scripts/services` uses too);
-reused instead when `scripts/services start` already runs them (`SALNAS_S3_ENDPOINT`,
-`SALNAS_MLFLOW_URI` and the AWS_* credentials in the environment).
+Started once per session through the same command CI and humans use
+(`python -m salnas_core.tracking.services start`, i.e. `scripts/services start`), and stopped with
+`... stop` at the end. Reused instead when `scripts/services start` already runs them
+(`SALNAS_S3_ENDPOINT`, `SALNAS_MLFLOW_URI` and the AWS_* credentials in the environment).
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import uuid
 
 import pytest
 
 from salnas_core.tracking import services
 
+_SERVICES = [sys.executable, "-m", "salnas_core.tracking.services"]
+
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """A real S3 endpoint with buckets `dvc` and `mlflow`; the AWS_* environment points at it."""
+def local_services(tmp_path_factory):
+    """{"env", "output" (what `services start` printed), "state"}; None when reusing running services."""
     if os.environ.get("SALNAS_S3_ENDPOINT"):
-        ep = os.environ["SALNAS_S3_ENDPOINT"]
+        yield None
+        return
+    state = tmp_path_factory.mktemp("services")
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    start = subprocess.run([*_SERVICES, "start", "--dir", str(state)], capture_output=True, text=True, env=env,
+                           timeout=600)
+    try:
+        if start.returncode != 0:
+            pytest.fail(f"services start failed:\n{start.stdout}\n{start.stderr}")
+        exported = dict(line[len("export "):].split("=", 1)
+                        for line in (state / "env").read_text().splitlines() if line.startswith("export "))
+        yield {"env": exported, "output": start.stdout + start.stderr, "state": state,
+               "pids": json.loads((state / "state.json").read_text())}
+    finally:
+        subprocess.run([*_SERVICES, "stop", "--dir", str(state)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def s3_server(local_services):
+    """A real S3 endpoint with buckets `dvc` and `mlflow`; the AWS_* environment points at it."""
+    if local_services is None:
         key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
         if not (key and secret):
             pytest.fail("SALNAS_S3_ENDPOINT is set but AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not: "
                         "source .services/env")
-        svc = services.S3Service(ep, key, secret)
-        started = False
+        svc = services.S3Service(os.environ["SALNAS_S3_ENDPOINT"], key, secret)
     else:
-        svc = services.start_s3(tmp_path_factory.mktemp("s3"))
-        started = True
+        e = local_services["env"]
+        svc = services.S3Service(e["SALNAS_S3_ENDPOINT"], e["AWS_ACCESS_KEY_ID"], e["AWS_SECRET_ACCESS_KEY"],
+                                 local_services["pids"]["s3_pid"])
     saved = {k: os.environ.get(k) for k in svc.env()}
     os.environ.update(svc.env())
     try:
@@ -38,21 +64,17 @@ def s3_server(tmp_path_factory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        if started:
-            services.stop_pid(svc.pid, svc.proc)
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(s3_server, tmp_path_factory):
+def mlflow_server(s3_server, local_services):
     """A real `mlflow server` (sqlite store, artifacts proxied to s3://mlflow/artifacts)."""
-    if os.environ.get("SALNAS_MLFLOW_URI"):
-        yield services.MlflowService(os.environ["SALNAS_MLFLOW_URI"])
-        return
-    svc = services.start_mlflow(tmp_path_factory.mktemp("mlflow"), s3_server)
-    try:
-        yield svc
-    finally:
-        services.stop_pid(svc.pid, svc.proc)
+    if local_services is None:
+        uri = os.environ.get("SALNAS_MLFLOW_URI")
+        if not uri:
+            pytest.fail("SALNAS_S3_ENDPOINT is set but SALNAS_MLFLOW_URI is not: source .services/env")
+        return services.MlflowService(uri)
+    return services.MlflowService(local_services["env"]["SALNAS_MLFLOW_URI"], local_services["pids"]["mlflow_pid"])
 
 
 @pytest.fixture

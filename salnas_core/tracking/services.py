@@ -192,29 +192,54 @@ def start_mlflow(workdir: str | os.PathLike, s3: S3Service, timeout: float = 120
 
 def stop_pid(pid: int | None, proc: subprocess.Popen | None = None, timeout: float = 15.0) -> None:
     """Stop one process we started (its own session: its children go with it)."""
-    if not pid:
-        return
-    try:
-        os.killpg(pid, signal.SIGTERM)  # start_new_session made pid the group leader
-    except ProcessLookupError:
-        return
+    stop_pids([(pid, proc)], timeout)
+
+
+def stop_pids(items: list[tuple[int | None, subprocess.Popen | None]], timeout: float = 15.0) -> None:
+    """SIGTERM each process group we started, wait for all together, SIGKILL what is left."""
+    live = []
+    for pid, proc in items:
+        if not pid:
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM)  # start_new_session made pid the group leader
+            live.append((pid, proc))
+        except ProcessLookupError:
+            pass
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None:
-            if proc.poll() is not None:
-                return
-        else:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
+    while live and time.monotonic() < deadline:
+        live = [(pid, proc) for pid, proc in live if not _gone(pid, proc)]
         time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    for pid, proc in live:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if proc is not None:
+            proc.wait(timeout=5)
+
+
+def _gone(pgid: int, proc: subprocess.Popen | None) -> bool:
+    """True once no live (non-zombie) process is left in the group `pgid`."""
     if proc is not None:
-        proc.wait(timeout=5)
+        proc.poll()  # reap our own child
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    for d in proc_dir.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # a zombie waits only for its reaper
+            return False
+    return True
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -270,8 +295,7 @@ def _cmd_stop(state_dir: Path) -> int:
         print(f"no services recorded in {state_file}", file=sys.stderr)
         return 0
     st = json.loads(state_file.read_text())
-    for key in ("mlflow_pid", "s3_pid"):
-        stop_pid(st.get(key))
+    stop_pids([(st.get("mlflow_pid"), None), (st.get("s3_pid"), None)])
     state_file.unlink()
     (state_dir / "env").unlink(missing_ok=True)
     print("services stopped")
