@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import time
 import sys
 from pathlib import Path
 
@@ -46,6 +48,16 @@ def quantize(m: np.ndarray, bits: int) -> np.ndarray:
         return to_uint16(m).astype(np.float64) / 65535.0  # exactly what predict writes
     levels = 2 ** bits - 1
     return np.rint(m / m.max() * levels) / levels
+
+
+def _machine() -> str:
+    model = platform.processor() or "cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def main() -> None:
@@ -86,7 +98,8 @@ def main() -> None:
     text = res.read_text() if res.exists() else "# Benchmark results\n"
     if title not in text:
         text += f"\n{title}\nOSIE, sigma 24 px at 800x600; change = KLD(gt, stored map) - KLD(gt, float map).\n\n{header}\n"
-    text += "\n".join(lines) + f"\n<!-- {platform.node()} `python bench/png16_kld.py --n {args.n}` -->\n"
+    text += "\n".join(lines) + f"\n\n{time.strftime('%Y-%m-%d %H:%M')}, {_machine()}: " \
+        f"`.venv/bin/python bench/png16_kld.py --n {args.n}`\n"
     res.write_text(text)
 
 

@@ -75,8 +75,9 @@ def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def pipeline_outputs(tmp_path_factory, lite_model):
-    """What evaluate and search write, in their formats (rows of evaluate.tables / efficiency,
-    search's pareto.json / variants.json and a real pareto plot), for two variants."""
+    """What evaluate and search write, in the formats of steps.evaluate (metrics.json {"rows"},
+    efficiency.json {"input_size", "rows"}) and steps.search (pareto.json fronts, variants.json,
+    a real plot_pareto figure), for two variants; values are random, the page must show them."""
     from salnas_core.search.pareto import pareto_front, plot_pareto
 
     root = tmp_path_factory.mktemp("runs")
@@ -96,7 +97,7 @@ def pipeline_outputs(tmp_path_factory, lite_model):
             "size_mb_fp16": p * 2e-6, "latency_ms_b1": lat, "throughput_ips_b32": 1000 / lat, "peak_mem_mb": 80.0,
             "energy_j_per_1000": lat * 8, "co2_g_per_1000": lat * 8 / 3.6e6 * 475, "energy_method": "estimate"}
            for name, p, mac, lat in (("S", 2.6e6, 0.4e9, 21.0), ("XL", 6.1e6, 1.2e9, 64.0))]
-    (ev / "efficiency.json").write_text(json.dumps(eff))
+    (ev / "efficiency.json").write_text(json.dumps({"input_size": [288, 384], "rows": eff}))  # as steps.evaluate
     cands = [{"config": {"i": i}, "score": float(s), "macs": float(m), "params": 1e6, "latency_ms": float(m / 2e7)}
              for i, (s, m) in enumerate(zip(rng.uniform(2, 4, 30), rng.uniform(3e8, 1.5e9, 30)))]
     variants = {"S": min(cands, key=lambda c: c["macs"]), "XL": min(cands, key=lambda c: c["score"])}
