@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 TITLE = "## Loader throughput (bench/loader_throughput.py)"
-HEADER = ("| date | machine | stage | images | size | images/s | command |\n"
-          "|---|---|---|---|---|---|---|")
+HEADER = ("| date | machine | stage | images | size | images/s (wall) | CPU ms/image | command |\n"
+          "|---|---|---|---|---|---|---|---|")
 
 
 def machine() -> str:
@@ -37,7 +37,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} cores"
+    # the machine is shared: the 1-minute load average says how busy it was
+    return f"{model}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
 
 
 def write_rows(results: Path, rows: list[str]) -> None:
@@ -53,21 +54,21 @@ def write_rows(results: Path, rows: list[str]) -> None:
     atomic_write_text(results, text[:start] + section + ("\n" + text[end:].lstrip("\n") if nxt >= 0 else ""))
 
 
-def bench_prep(records, size, sigma) -> float:
+def bench_prep(records, size, sigma) -> tuple[float, float]:
     from salnas_core.data import ground_truth as gt
     from salnas_core.data.ingest import load_image, resize_rgb
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for r in records:
         arr, pts, _ = load_image(r.image, r.points_rc, r.size_hw)
         h, w = arr.shape[:2]
         pts = pts[gt.inside(pts, (h, w))]
         resize_rgb(arr, size)
         gt.density_map(gt.resize_points(pts, (h, w), size), size, sigma)
-    return len(records) / (time.perf_counter() - t)
+    return len(records) / (time.perf_counter() - t), 1000 * (time.process_time() - c) / len(records)
 
 
-def bench_loader(root, workers: int, batches: int) -> tuple[float, int]:
+def bench_loader(root, workers: int, batches: int) -> tuple[float, int, float | None]:
     from salnas_core.data.dataset import make_loader
 
     dl = make_loader(root, "all", batch_size=8, normalization="imagenet", augment=True, shuffle=True,
@@ -75,14 +76,16 @@ def bench_loader(root, workers: int, batches: int) -> tuple[float, int]:
     it = iter(dl)
     next(it)  # start workers outside the timing
     n = 0
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(batches):
         try:
             b = next(it)
         except StopIteration:
             break
         n += len(b["id"])
-    return n / (time.perf_counter() - t), n
+    # worker processes' CPU time is not visible from here
+    cpu = 1000 * (time.process_time() - c) / max(n, 1) if workers == 0 else None
+    return n / (time.perf_counter() - t), n, cpu
 
 
 def main() -> None:
@@ -103,18 +106,18 @@ def main() -> None:
     cmd = f"`python bench/loader_throughput.py --n {args.n} --size {size[0]} {size[1]}`"
     day = time.strftime("%Y-%m-%d")
     rows = []
-    rate = bench_prep(records, size, sigma)
-    rows.append(("ingest-prep (decode+resize+GT, 1 thread)", len(records), rate))
+    rate, cpu = bench_prep(records, size, sigma)
+    rows.append(("ingest-prep (decode+resize+GT, 1 thread)", len(records), rate, cpu))
     with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         s = ingest(args.data, "shared_json", tmp, working_size=size, limit=args.n, progress=False)
-        rows.append((f"ingest (write+hash, {min(4, os.cpu_count() or 1)} threads)", s["images"],
-                     s["images"] / (time.perf_counter() - t)))
+        rows.append((f"salnas ingest (all of it, {min(4, os.cpu_count() or 1)} threads)", s["images"],
+                     s["images"] / (time.perf_counter() - t), 1000 * (time.process_time() - c) / s["images"]))
         for w in (0, 2):
-            rate, n = bench_loader(s["out"], w, batches=max(1, (args.n - 8) // 8))
-            rows.append((f"loader (SaliencyDataset, batch 8, augment, workers={w})", n, rate))
-    lines = [f"| {day} | {machine()} | {stage} | {n} | {size[0]}x{size[1]} | {rate:.1f} | {cmd} |"
-             for stage, n, rate in rows]
+            rate, n, cpu = bench_loader(s["out"], w, batches=max(1, (args.n - 8) // 8))
+            rows.append((f"loader (SaliencyDataset, batch 8, augment, workers={w})", n, rate, cpu))
+    lines = [f"| {day} | {machine()} | {stage} | {n} | {size[0]}x{size[1]} | {rate:.1f} | "
+             f"{'-' if cpu is None else f'{cpu:.0f}'} | {cmd} |" for stage, n, rate, cpu in rows]
     print(HEADER)
     print("\n".join(lines))
     write_rows(Path(args.results), lines)
