@@ -1,7 +1,7 @@
 """Speed of the whole metric suite: batched torch (SaliencyMetrics) against pysaliency's
 per-map functions (and our own per-map numpy functions), on the same maps, with the values.
 
-    .venv/bin/python bench/metrics_speed.py [--n 100] [--size 480 640] [--fix 200] [--device cpu]
+    .venv/bin/python bench/metrics_speed.py [--n 100] [--size 480 640] [--fix 200] [--device cpu] [--threads 0]
 
 Suite: cc, kld, nss, sim, auc_judd, auc_borji, sauc, ig (Borji/sAUC: 100 splits, step 0.1).
 pysaliency has no per-map Borji, sAUC or IG with the MIT sampling; its nearest per-map
@@ -162,12 +162,15 @@ def main() -> None:
     ap.add_argument("--size", type=int, nargs=2, default=(480, 640))
     ap.add_argument("--fix", type=int, default=200)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"))
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     size = tuple(args.size)
     pred, dens, fix, other, baseline = make_data(args.n, size, args.fix)
     t_b, means, batched = run_batched(pred, dens, fix, other, baseline, args.device)
@@ -190,7 +193,7 @@ def main() -> None:
 
     if not args.no_write:
         dev = args.device if args.device == "cpu" else torch.cuda.get_device_name(0)
-        cmd = f"`.venv/bin/python bench/metrics_speed.py --n {args.n} --size {size[0]} {size[1]} --fix {args.fix} --device {args.device}`"
+        cmd = f"`.venv/bin/python bench/metrics_speed.py --n {args.n} --size {size[0]} {size[1]} --fix {args.fix} --device {args.device} --threads {args.threads}`"
         row = (f"| {time.strftime('%Y-%m-%d %H:%M')} | {machine()} | {dev} (torch {torch.__version__}, "
                f"{torch.get_num_threads()} threads) | {args.n} | {size[0]}x{size[1]} | {args.fix} | {t_b:.2f} | "
                f"{t_p:.2f} | {ratio:.1f}x | {t_f:.2f} | {diff_f:.1e} | {diff_p:.1e} | {cmd} |")

@@ -173,3 +173,15 @@ def test_gpu_equals_cpu():
     c, g = cpu.compute(), gpu.compute()
     for n in c:
         assert g[n] == pytest.approx(c[n], rel=1e-12, abs=1e-12), n
+
+
+def test_bucketed_counting_is_exact_on_adversarial_values():
+    rng = np.random.default_rng(0)
+    base = rng.random(5000)
+    # neighbours one ulp apart inside a bucket, bucket edges, ties, both ends of [0, 1]
+    edges = np.arange(0, 1 << 16, 997) / (1 << 16)
+    s = np.concatenate([base, np.nextafter(base[:500], 2), np.nextafter(base[:500], -1), edges,
+                        np.nextafter(edges[1:], -1), [0.0, 0.0, 1.0, 1.0], np.full(300, 0.5)])
+    t = np.sort(np.concatenate([rng.choice(s, 150), [0.0, 1.0, 0.5, edges[3]]]))[::-1]
+    want = np.array([(s >= x).sum() for x in t])
+    assert np.array_equal(Bm._count_ge_bucketed(s, t), want)
