@@ -199,11 +199,12 @@ def evaluate_dataset(models: dict[str, tuple[Any, str, Sequence[int] | None]], r
             center = CenterBias()
     rows: list[dict[str, Any]] = []
     base = {"dataset": dataset, "split": split}
+    import torch
+
+    # the baseline is a smooth Gaussian already: scored once, unblurred, and listed under each blur option
+    m = evaluate_maps(lambda i: torch.from_numpy(center.map(gts[i].fixations.shape).astype(np.float32))[None, None],
+                      gts, center, False, n_other, seed, desc=f"{dataset} centre bias", progress=progress)
     for blur in blur_options:
-        m = evaluate_maps(lambda i: __import__("torch").from_numpy(center.map(gts[i].fixations.shape)
-                                                                  .astype(np.float32))[None, None],
-                          gts, center, False, n_other, seed, desc=f"{dataset} centre bias", progress=progress)
-        # blurring a Gaussian changes nothing that matters; the baseline is reported unblurred
         rows.append({**base, "model": "centre_bias", "blur": blur, "trained_on": dataset, "cross": False,
                      **m, "score": selection(m)})
     for name, (model, norm, size) in models.items():

@@ -1,0 +1,50 @@
+"""Efficiency report: every field present, sizes and energy consistent, method stated."""
+import pytest
+import torch
+
+from salnas_core.evaluate.efficiency import (FIELDS, EnergyMeter, center_bias_row, efficiency_markdown,
+                                             efficiency_row, rapl_energy_j, size_on_disk_mb)
+
+
+@pytest.fixture(scope="module")
+def small_net():
+    from salnas_core.spaces import get_space
+    from salnas_core.supernet import build_subnet
+
+    torch.manual_seed(0)
+    return build_subnet(get_space("lite").min_config()).eval()
+
+
+def test_efficiency_row_fields(small_net, tmp_path):
+    from salnas_core.supernet import count_macs, count_params
+
+    size = (64, 96)
+    row = efficiency_row("S", small_net, None, size, "cpu", batch_throughput=2, warmup=0, repeats=1,
+                         cpu_watts_per_core=5.0, grid_gco2_per_kwh=400.0)
+    for f in FIELDS:
+        assert f in row, f
+    assert row["params"] == count_params(small_net) and row["macs"] == count_macs(small_net, size)
+    assert row["input_size"] == [64, 96] and row["device"] == "cpu"
+    assert row["latency_ms_b1"] > 0 and row["throughput_ips_b32"] > 0 and row["peak_mem_mb"] > 0
+    assert row["peak_rss_mb"] > row["peak_mem_mb"]
+    # fp16 halves the floating-point payload (plus a small pickle overhead)
+    assert 0.45 < row["size_mb_fp16"] / row["size_mb_fp32"] < 0.56
+    assert row["size_mb_fp32"] == pytest.approx(4 * row["params"] / 1e6, rel=0.05)
+    assert row["co2_g_per_1000"] == pytest.approx(row["energy_j_per_1000"] / 3.6e6 * 400.0)
+    if rapl_energy_j() is None:  # no readable counter here: an estimate, and it says which
+        assert row["energy_method"].startswith("estimate: 5 W per core")
+        threads = torch.get_num_threads()
+        # energy per image = power x time per image (throughput measured over the same block)
+        assert row["energy_j_per_1000"] == pytest.approx(5.0 * threads / row["throughput_ips_b32"] * 1000, rel=1e-6)
+    md = efficiency_markdown([row, center_bias_row(size)])
+    assert "| S | cpu |" in md and "energy:" in md and "64x96" in md
+
+
+def test_size_on_disk_and_meter():
+    lin = torch.nn.Linear(1000, 1000)
+    assert size_on_disk_mb(lin, "fp32") == pytest.approx(4.004, rel=0.01)
+    assert size_on_disk_mb(lin, "fp16") == pytest.approx(2.002, rel=0.02)
+    m = EnergyMeter("cpu", 3.0, None, 2)
+    with m:
+        pass
+    assert m.seconds >= 0 and (m.counter or m.joules == pytest.approx(6.0 * m.seconds))

@@ -1,0 +1,85 @@
+"""Evaluation tables: original-size scoring, blur, centre bias, sAUC negatives, markdown."""
+import numpy as np
+import pytest
+import torch
+
+from salnas_core.evaluate.baselines import CenterBias
+from salnas_core.evaluate.tables import (_ground_truth, _other_fixations, evaluate_dataset, evaluate_maps,
+                                         gaussian_blur, markdown_table)
+from salnas_core.utils.io import read_json
+
+
+def test_gaussian_blur_matches_scipy_reflect():
+    from scipy.ndimage import convolve1d
+
+    x = np.random.default_rng(0).random((1, 1, 20, 30)).astype(np.float64)
+    got = gaussian_blur(torch.from_numpy(x)).numpy()[0, 0]
+    t = np.arange(11) - 5
+    k = np.exp(-0.5 * (t / 10.5) ** 2)
+    k /= k.sum()
+    # OpenCV's default border (reflect-101) is scipy's "mirror"
+    ref = convolve1d(convolve1d(x[0, 0], k, axis=1, mode="mirror"), k, axis=0, mode="mirror")
+    np.testing.assert_allclose(got, ref, atol=1e-12)
+    assert got.sum() == pytest.approx(x.sum(), rel=0.05)
+
+
+def test_center_bias_fit_and_map():
+    rng = np.random.default_rng(0)
+    h, w = 600, 800
+    pts = np.stack([rng.normal(h / 2, 0.15 * h, 20000), rng.normal(w / 2, 0.1 * w, 20000)], 1)
+    pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < h) & (pts[:, 1] >= 0) & (pts[:, 1] < w)]
+    cb = CenterBias.fit([(pts, (h, w))])
+    assert cb.sigma_y == pytest.approx(0.15, abs=0.005) and cb.sigma_x == pytest.approx(0.1, abs=0.005)
+    m = cb.map((60, 80))
+    assert m.sum() == pytest.approx(1.0) and np.unravel_index(m.argmax(), m.shape) in {(29, 39), (29, 40), (30, 39), (30, 40)}
+    with pytest.raises(ValueError, match="no fixations"):
+        CenterBias.fit([(np.zeros((0, 2)), (10, 10))])
+
+
+def test_ground_truth_at_original_size_and_perfect_prediction(tiny_ingested):
+    man = read_json(tiny_ingested / "manifest.json")
+    gts = _ground_truth(tiny_ingested, man, "val", limit=3)
+    for g in gts:
+        assert g.fixations.shape == tuple(g.item["orig_size"])  # OSIE: 600x800, not the 96x128 working size
+        assert g.density.sum() == pytest.approx(1.0, abs=1e-4)
+    cb = CenterBias.fit_dataset(tiny_ingested, "train")
+    # predicting the ground-truth density itself (given at working size: resized up) scores near-perfect CC/SIM
+    perfect = evaluate_maps(lambda i: torch.from_numpy(gts[i].density)[None, None], gts, cb, blur=False,
+                            n_other=2, progress=False)
+    assert perfect["cc"] == pytest.approx(1.0, abs=1e-4) and perfect["sim"] == pytest.approx(1.0, abs=1e-3)
+    assert perfect["kld"] < 1e-3 and perfect["n"] == 3
+    flat = evaluate_maps(lambda i: torch.ones(1, 1, 24, 32), gts, cb, blur=True, n_other=2, progress=False)
+    assert flat["auc_judd"] == pytest.approx(0.5, abs=0.02) and flat["nss"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_other_fixations_come_from_other_images(tiny_ingested):
+    man = read_json(tiny_ingested / "manifest.json")
+    gts = _ground_truth(tiny_ingested, man, "train", limit=4)
+    rng = np.random.default_rng(0)
+    m = _other_fixations(gts, 0, 1, rng)
+    assert m.shape == gts[0].fixations.shape and m.sum() > 0
+    # with one other image chosen, the negatives are exactly one of the other images' fixation maps
+    assert any(np.array_equal(m > 0, gts[j].fixations > 0) for j in (1, 2, 3))
+
+
+class _Centre(torch.nn.Module):
+    """A 'network' that outputs a fixed centred blob whatever the image (for the table plumbing)."""
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        return torch.exp(-(yy ** 2 + xx ** 2) / 0.3).expand(x.shape[0], 1, h, w)
+
+
+def test_evaluate_dataset_rows_and_markdown(tiny_ingested):
+    rows = evaluate_dataset({"blob": (_Centre(), "imagenet", None)}, tiny_ingested, blur_options=(False, True),
+                            limit=3, n_other=2, trained_on={"blob": "salicon"}, progress=False)
+    assert [(r["model"], r["blur"]) for r in rows] == [("centre_bias", False), ("centre_bias", True),
+                                                       ("blob", False), ("blob", True)]
+    blob = rows[2]
+    assert blob["cross"] is True and blob["trained_on"] == "salicon" and blob["dataset"] == "osie"
+    assert blob["score"] == pytest.approx((1 - blob["cc"]) + blob["kld"] + (1 - 1 / (1 + np.exp(-blob["nss"])))
+                                          + (1 - blob["sim"]) + (1 - blob["auc_judd"]))
+    assert blob["cc"] > 0.1  # a centred blob correlates with real fixations
+    md = markdown_table(rows)
+    assert md.count("### osie") == 2 and "| blob (cross) |" in md and "**" in md
