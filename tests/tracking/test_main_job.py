@@ -86,23 +86,39 @@ def test_missing_shared_data_means_synthetic(tmp_path):
     assert info["synthetic"] and meta.get("synthetic") and len(meta["images"]) == 3
 
 
-def test_services_start_keeps_secrets_out_of_output(local_services, mlflow_server):
-    """The session's servers were started by `services start`: the env file is private, the output not."""
-    if local_services is None:
-        pytest.skip("services were started outside this session (scripts/services start)")
-    env, out, state = local_services["env"], local_services["output"], local_services["state"]
+@pytest.fixture
+def started_services(local_services, tmp_path):
+    """The session's `services start` result; when the session reuses servers started outside it
+    (CI: scripts/services start), a fresh pair started the same way for this test."""
+    if local_services is not None:
+        yield local_services
+        return
+    state = tmp_path / "svc"
+    cmd = [sys.executable, "-m", "salnas_core.tracking.services"]
+    start = subprocess.run([*cmd, "start", "--dir", str(state)], capture_output=True, text=True, timeout=600)
+    try:
+        assert start.returncode == 0, start.stderr
+        env = dict(ln[len("export "):].split("=", 1) for ln in (state / "env").read_text().splitlines())
+        yield {"env": env, "output": start.stdout + start.stderr, "state": state}
+    finally:
+        subprocess.run([*cmd, "stop", "--dir", str(state)], capture_output=True, text=True, timeout=120)
+
+
+def test_services_start_keeps_secrets_out_of_output(started_services):
+    """Servers started by `services start`: the env file is private, the output holds no secret."""
+    env, out, state = started_services["env"], started_services["output"], started_services["state"]
     assert stat.S_IMODE((state / "env").stat().st_mode) == 0o600
     assert stat.S_IMODE((state / "s3.json").stat().st_mode) == 0o600
     assert env["AWS_SECRET_ACCESS_KEY"] not in out and env["AWS_ACCESS_KEY_ID"] not in out
     assert f"export SALNAS_S3_ENDPOINT={env['SALNAS_S3_ENDPOINT']}" in out
-    assert f"export MLFLOW_TRACKING_URI={mlflow_server.uri}" in out
+    assert f"export MLFLOW_TRACKING_URI={env['MLFLOW_TRACKING_URI']}" in out
     from salnas_core.tracking import storage
 
     client = storage.s3_client(endpoint=env["AWS_ENDPOINT_URL"], access_key=env["AWS_ACCESS_KEY_ID"],
                                secret_key=env["AWS_SECRET_ACCESS_KEY"])
     assert {"dvc", "mlflow"} <= {b["Name"] for b in client.list_buckets()["Buckets"]}
     import urllib.request
-    with urllib.request.urlopen(mlflow_server.uri + "/health", timeout=10) as r:
+    with urllib.request.urlopen(env["MLFLOW_TRACKING_URI"] + "/health", timeout=10) as r:
         assert r.status == 200
     # a second start on the same state folder refuses instead of orphaning the running servers
     again = subprocess.run([sys.executable, "-m", "salnas_core.tracking.services", "start", "--dir", str(state)],
