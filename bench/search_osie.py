@@ -1,0 +1,191 @@
+"""The real run of search -> Self-KD distillation -> evaluation on OSIE (and NUS Scene cross-dataset).
+
+Uses a supernet trained on OSIE (`salnas train-supernet --preset cpu`), the `cpu` presets of the
+three steps, and writes the section "Search, distillation and evaluation on OSIE" of
+bench/RESULTS.md: step times (wall and CPU seconds: the machine is shared, CPU time is the figure
+that carries over), the Pareto front, the chosen variants, their metrics on the OSIE validation
+split against the centre-bias baseline and the max subnet, each without distillation (extracted,
+BN recalibrated), with Self-KD distillation and with the same fine-tuning without Self-KD, the
+cross-dataset table (trained on OSIE, tested on NUS Scene) and the efficiency rows.
+
+    .venv/bin/python bench/search_osie.py --supernet RUN_DIR --data INGESTED/osie --cross INGESTED/nus_scene \
+        --out bench/out/search_osie
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TITLE = "## Search, distillation and evaluation on OSIE (bench/search_osie.py)"
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}"
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
+
+
+def timed(label: str, times: list, fn, *a, **kw):
+    w0, c0 = time.perf_counter(), cpu_s()
+    out = fn(*a, **kw)
+    times.append((label, time.perf_counter() - w0, cpu_s() - c0))
+    print(f"[bench] {label}: {times[-1][1]:.0f} s wall, {times[-1][2]:.0f} s CPU", flush=True)
+    return out
+
+
+def f3(v) -> str:
+    return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def metric_rows(rows: list[dict], rename: dict[str, str] | None = None) -> list[dict]:
+    out = []
+    for r in rows:
+        r = dict(r)
+        if rename and r["model"] in rename:
+            r["model"] = rename[r["model"]]
+        out.append(r)
+    return out
+
+
+def table(rows: list[dict], keys=("cc", "kld", "nss", "sim", "auc_judd", "sauc", "ig", "score")) -> list[str]:
+    arrows = {"kld": "↓", "score": "↓"}
+    lines = ["| model | " + " | ".join(f"{k} {arrows.get(k, '↑')}" for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    for r in rows:
+        lines.append(f"| {r['model']} | " + " | ".join(f3(r.get(k)) for k in keys) + " |")
+    return lines
+
+
+def write_section(results: Path, body: str) -> None:
+    from salnas_core.utils.io import atomic_write_text
+
+    text = results.read_text() if results.exists() else "# Benchmark results\n"
+    if TITLE in text:
+        start = text.index(TITLE)
+        nxt = text.find("\n## ", start + len(TITLE))
+        text = text[:start].rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n" + (text[nxt:] if nxt >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
+    atomic_write_text(results, text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--supernet", required=True)
+    ap.add_argument("--data", required=True, help="ingested OSIE folder")
+    ap.add_argument("--cross", default=None, help="ingested dataset for the cross-dataset table (NUS Scene)")
+    ap.add_argument("--out", default=str(REPO / "bench" / "out" / "search_osie"))
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--no-ablation", dest="ablation", action="store_false", help="skip fine-tuning without Self-KD")
+    ap.add_argument("--eval-set", action="append", default=[], help="evaluate override KEY=VALUE")
+    ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"))
+    args = ap.parse_args()
+    os.environ.setdefault("SALNAS_TRACKING", "off")
+
+    import torch
+
+    from salnas_core.steps import distill, evaluate, search
+    from salnas_core.steps._nas_common import parse_set
+
+    out = Path(args.out)
+    times: list = []
+    started = time.strftime("%Y-%m-%d %H:%M")
+    mach = machine()
+    s = timed("search", times, search.run, args.supernet, args.data, out / "search", preset=args.preset, track=False)
+    d = timed("distill (Self-KD)", times, distill.run, out / "search" / "variants.json", args.supernet, args.data,
+              out / "distill", preset=args.preset, track=False)
+    if args.ablation:
+        d0 = timed("distill (no Self-KD)", times, distill.run, out / "search" / "variants.json", args.supernet,
+                   args.data, out / "distill_nokd", preset=args.preset, self_kd=False, track=False)
+    data = [args.data] + ([args.cross] if args.cross else [])
+    ev_over = parse_set(args.eval_set)
+    e = timed("evaluate", times, evaluate.run, out / "distill", data, out / "evaluate", search=out / "search",
+              preset=args.preset, overrides=ev_over, track=False)
+    if args.ablation:
+        e0 = timed("evaluate (no Self-KD models)", times, evaluate.run, out / "distill_nokd", [args.data],
+                   out / "evaluate_nokd", preset=args.preset, overrides=ev_over, efficiency=False, track=False)
+
+    cands = json.loads((out / "search" / "candidates.json").read_text())
+    pareto = json.loads((out / "search" / "pareto.json").read_text())
+    variants = json.loads((out / "search" / "variants.json").read_text())
+    eff = json.loads((out / "evaluate" / "efficiency.json").read_text())["rows"]
+    cmd = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, REPO)] + sys.argv[1:])
+    L = [TITLE, "",
+         f"Run {started} on {mach}; torch {torch.__version__}, {torch.get_num_threads()} threads; presets "
+         f"`{args.preset}`; supernet `{args.supernet}`. Command: `{cmd}`. The machine was shared with other "
+         "jobs: wall times are inflated, CPU seconds are the comparable figure.", "",
+         "| step | wall s | CPU s |", "|---|---|---|"]
+    L += [f"| {k} | {w:.0f} | {c:.0f} |" for k, w, c in times]
+    L += [f"| total | {sum(t[1] for t in times):.0f} | {sum(t[2] for t in times):.0f} |", ""]
+    pr = cands["predictor"]
+    L += [f"Search: {cands['n']} candidates scored (BN recalibrated on {cands.get('score_input_size')} training "
+          f"images' batches, selection score on the validation subset); latency `{cands['latency']['mode']}` on "
+          f"{cands['latency']['device']} at {cands['cost_input_size']} (table calibration "
+          f"a={cands['latency']['calibration'] and cands['latency']['calibration'].get('a')}); predictor "
+          f"{pr['name']}: held-out Spearman rho {f3(pr['held_out_spearman']['spearman'])} "
+          f"(n={pr['held_out_spearman']['n']}, {pr['held_out_spearman']['folds']}-fold), screening rho "
+          f"{f3(pr['screening_spearman']['spearman'])} (n={pr['screening_spearman']['n']}). Skipped budgets: "
+          f"{cands['skipped_budgets'] or 'none'}.", "",
+          "Pareto front (score against MACs at 288x384):", "", "| GMACs | Mparams | latency ms | score |",
+          "|---|---|---|---|"]
+    L += [f"| {c['macs'] / 1e9:.3f} | {c['params'] / 1e6:.2f} | {c['latency_ms']:.1f} | {c['score']:.3f} |"
+          for c in pareto["front_macs"]]
+    L += ["", "Chosen variants (XL = max subnet; FIXED = random non-searched config of M's MACs):", "",
+          "| variant | GMACs | Mparams | latency ms | search score | limits |", "|---|---|---|---|---|---|"]
+    for k, v in variants.items():
+        lim = v.get("limits") or {}
+        lim_s = ", ".join(f"{a}<={b / 1e9:.2f}G" if a == "macs" else f"{a}<={b:.1f}" for a, b in lim.items() if b) or "-"
+        L.append(f"| {k} | {v['macs'] / 1e9:.3f} | {v['params'] / 1e6:.2f} | {v['latency_ms']:.1f} | "
+                 f"{v['score']:.3f} | {lim_s} |")
+    L += ["", "Distillation (validation selection score on the distill step's validation subset; lower is better):",
+          "", "| variant | extracted (BN recal.) | Self-KD distilled | no Self-KD | chosen |", "|---|---|---|---|---|"]
+    for k, v in d.items():
+        nk = d0[k]["with"]["score"] if args.ablation else None
+        L.append(f"| {k} | {v['without']['score']:.3f} | {v['with']['score']:.3f} | {f3(nk)} | {v['chosen']} |")
+    rows = [r for r in e["rows"] if not r["blur"]]
+    if args.ablation:
+        rows += metric_rows([r for r in e0["rows"] if not r["blur"] and r["model"] != "centre_bias"
+                             and "(extracted)" not in r["model"]],
+                            {k: f"{k} (no Self-KD)" for k in d0})
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        rr = [r for r in rows if r["dataset"] == ds]
+        order = lambda r: (r["model"] != "centre_bias", r.get("variant") or r["model"].split(" ")[0], r["model"])  # noqa: E731
+        rr.sort(key=order)
+        L += ["", f"Metrics on {ds} ({rr[0]['split']} split, n={rr[0]['n']}, original image size, no blur"
+              f"{', cross-dataset: trained on OSIE' if rr[-1].get('cross') else ''}); "
+              "`(extracted)` = without distillation; XL = max subnet:", ""]
+        L += table(rr)
+    blurred = [r for r in e["rows"] if r["blur"]]
+    if blurred:
+        L += ["", "With the paper's blur (11x11, sigma 10.5):", ""] + table(blurred)
+    L += ["", "Efficiency (input 288x384 for every model):", ""]
+    from salnas_core.evaluate.efficiency import efficiency_markdown
+
+    L += efficiency_markdown(eff).splitlines()
+    write_section(Path(args.results), "\n".join(L))
+    print("\n".join(L))
+
+
+if __name__ == "__main__":
+    main()
