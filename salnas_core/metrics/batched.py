@@ -52,8 +52,9 @@ def _to_bhw(x: torch.Tensor, name: str, device: torch.device | None = None,
     return x.to(device=device, dtype=dtype)
 
 
-def _check_same(a: torch.Tensor, b: torch.Tensor, na: str, nb: str) -> None:
-    if a.shape[-2:] != b.shape[-2:] or (a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0])):
+def _check_same(a: torch.Tensor, b: torch.Tensor, na: str, nb: str, broadcast: bool = False) -> None:
+    """Same (B, H, W); with broadcast, `a` may also have batch size 1 (a shared baseline)."""
+    if a.shape[-2:] != b.shape[-2:] or (a.shape[0] != b.shape[0] and not (broadcast and a.shape[0] == 1)):
         raise ValueError(f"{na} has shape {tuple(a.shape)} but {nb} has shape {tuple(b.shape)} "
                          "(as (B, H, W)); pass resize=True to resize predictions to the ground truth")
 
@@ -416,15 +417,13 @@ def _ig(m: _Maps) -> torch.Tensor:
     return _nan_where(nf == 0, terms.sum(-1) / nf.clamp_min(1).to(_DT))
 
 
-def _public(fn: Callable, needs: tuple[str, ...], doc: str) -> Callable:
-    def f(pred: torch.Tensor, *args: torch.Tensor, **opts) -> torch.Tensor:
-        if len(args) != len(needs):
-            raise TypeError(f"{fn.__name__[1:]}_batch(pred, {', '.join(needs)})")
-        x = _prepare(pred, False, **dict(zip(needs, args)))
-        chunk = opts.pop("chunk", None)
-        parts = [fn(_Maps({k: (v if k == "baseline" and v.shape[0] == 1 else v[sl]) for k, v in x.items()}), **opts)
-                 for sl in _chunks(x["pred"].shape[0], x["pred"].device, chunk)]
-        return torch.cat(parts)
+def _public(name: str, doc: str) -> Callable:
+    def f(pred: torch.Tensor, *args: torch.Tensor, chunk: int | None = None, **opts) -> torch.Tensor:
+        need = _SPECS[name][1]
+        if len(args) != len(need):
+            raise TypeError(f"{name}_batch(pred, {', '.join(need)})")
+        x = _prepare(pred, False, **dict(zip(need, args)))
+        return _evaluate([name], x, opts, chunk)[name]
     f.__doc__ = doc
     return f
 
@@ -508,7 +507,7 @@ def _prepare(pred: torch.Tensor, resize: bool, **targets: torch.Tensor | None) -
     if ref_name is not None:
         ref = out[ref_name]
         for name, t in out.items():
-            _check_same(t, ref, name, ref_name)
+            _check_same(t, ref, name, ref_name, broadcast=name == "baseline")
         if p.shape != ref.shape:
             if resize and p.shape[0] == ref.shape[0]:
                 # not MIT-exact: Matlab's imresize is bicubic with its own kernel (docs/metrics.md)
@@ -519,7 +518,7 @@ def _prepare(pred: torch.Tensor, resize: bool, **targets: torch.Tensor | None) -
                                  f"{tuple(ref.shape)} (as (B, H, W)); pass resize=True to resize "
                                  "predictions to the ground truth")
     if "baseline" in out:
-        _check_same(out["baseline"], p, "baseline", "pred")
+        _check_same(out["baseline"], p, "baseline", "pred", broadcast=True)
     out["pred"] = p
     return out
 
@@ -527,7 +526,9 @@ def _prepare(pred: torch.Tensor, resize: bool, **targets: torch.Tensor | None) -
 def compute_batch(name: str, pred: torch.Tensor, resize: bool = False, **kwargs) -> torch.Tensor:
     """Per-image values (B,) of one metric by name; kwargs: the inputs it needs (density,
     fixations, other_fixations, baseline) and its options (jitter, seed, n_splits, step)."""
-    fn, needs, opts = _SPECS[name]
+    if name not in _SPECS:
+        raise ValueError(f"unknown metric {name!r}; choose from {ALL_NAMES}")
+    needs = _SPECS[name][1]
     missing = [n for n in needs if kwargs.get(n) is None]
     if missing:
         raise ValueError(f"metric {name!r} needs {', '.join(missing)}")
@@ -535,14 +536,14 @@ def compute_batch(name: str, pred: torch.Tensor, resize: bool = False, **kwargs)
     return _evaluate([name], x, kwargs, kwargs.get("chunk"))[name]
 
 
-cc_batch = _public(_cc, ("density",), "CC per image (functional.cc): 0 where a map is constant.")
-kld_batch = _public(_kld, ("density",), "KLD per image (functional.kld); negative values raise.")
-sim_batch = _public(_sim, ("density",), "SIM per image (functional.sim).")
-nss_batch = _public(_nss, ("fixations",), "NSS per image (functional.nss).")
-auc_judd_batch = _public(_auc_judd_opts, ("fixations",), "AUC-Judd per image (functional.auc_judd).")
-auc_borji_batch = _public(_auc_borji, ("fixations",), "AUC-Borji per image, same samples.")
-sauc_batch = _public(_sauc, ("fixations", "other_fixations"), "Shuffled AUC per image, same samples.")
-ig_batch = _public(_ig, ("fixations", "baseline"), "Information gain (bits/fixation) per image.")
+cc_batch = _public("cc", "CC per image (functional.cc): 0 where a map is constant.")
+kld_batch = _public("kld", "KLD per image (functional.kld); negative values raise.")
+sim_batch = _public("sim", "SIM per image (functional.sim).")
+nss_batch = _public("nss", "NSS per image (functional.nss).")
+auc_judd_batch = _public("auc_judd", "AUC-Judd per image (functional.auc_judd).")
+auc_borji_batch = _public("auc_borji", "AUC-Borji per image, same samples.")
+sauc_batch = _public("sauc", "Shuffled AUC per image, same samples.")
+ig_batch = _public("ig", "Information gain (bits/fixation) per image.")
 
 
 # ----------------------------------------------------------------------------- torchmetrics

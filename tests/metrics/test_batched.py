@@ -141,6 +141,10 @@ def test_shape_errors_and_resize_option():
         Bm.SaliencyMetrics(names=("sauc",)).update(d, d, f)
     with pytest.raises(ValueError, match="unknown metric"):
         Bm.SaliencyMetrics(names=("cc", "emd"))
+    with pytest.raises(ValueError, match="density has shape"):
+        m.update(torch.rand(2, 1, 40, 60), d[:1], f)             # only a baseline may broadcast
+    with pytest.raises(TypeError, match="sauc_batch"):
+        Bm.sauc_batch(d, f)
     with pytest.raises(ValueError, match="NaN"):
         m.update(torch.full((2, 1, 40, 60), float("nan")), d, f)
     r = Bm.SaliencyMetrics(resize=True)
