@@ -201,3 +201,31 @@ def test_registry_champion(lite_model, tmp_path, monkeypatch):
     assert lm.source == "models:/salnas@champion" and lm.config == resolve_model(str(lite_model)).config
     with pytest.raises(ModelNotFoundError, match="models:/salnas@nope"):
         resolve_model("models:/salnas@nope")
+
+
+def test_skip_existing_resumes_without_rewriting(folder_run, image_folder, lite_model):
+    from salnas_core.serve.predict import run as predict_run
+
+    _, out, _ = folder_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*_saliency.png")}
+    (out / "wide_saliency.png").unlink()  # one output lost: only that image is redone
+    s = predict_run([image_folder], out, str(lite_model), npy=True, skip_existing=True, device="cpu", progress=False)
+    redone = [it for it in s["items"] if not it.get("skipped")]
+    assert [Path(it["input"]).name for it in redone] == ["wide.jpg"]
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p.name != "wide_saliency.png")
+    assert (out / "wide_saliency.png").exists()
+
+
+def test_overlay_blends_by_saliency():
+    from salnas_core.serve.predict import overlay
+
+    rgb = np.full((4, 6, 3), 200, dtype=np.uint8)
+    m = np.zeros((4, 6), dtype=np.float32)
+    m[:, 3:] = np.linspace(0.2, 1.0, 3)
+    import matplotlib
+
+    o = overlay(rgb, m, cmap="inferno", alpha=0.6).astype(float)
+    assert (o[:, :3] == 200).all()  # zero saliency: the picture untouched
+    for j, v in zip((3, 4, 5), np.linspace(0.2, 1.0, 3)):  # colour weight alpha * saliency / max
+        colour = np.array(matplotlib.colormaps["inferno"](v)[:3]) * 255
+        np.testing.assert_allclose(o[0, j], 200 * (1 - 0.6 * v) + colour * 0.6 * v, atol=2.0)
