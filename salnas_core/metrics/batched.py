@@ -94,8 +94,10 @@ class _Maps:
     """One batch of flattened maps with the statistics several metrics share, each computed at
     most once (a pass over B x H x W float64 values is the unit of cost here)."""
 
-    def __init__(self, x: dict[str, torch.Tensor], shared: dict[str, object] | None = None) -> None:
+    def __init__(self, x: dict[str, torch.Tensor], shared: dict[str, object] | None = None,
+                 defer: bool = False) -> None:
         self.x = x
+        self.defer = defer
         self._c: dict[str, object] = {}
         # statistics of a baseline shared by every image (batch size 1) live in `shared`, so
         # they are computed once per baseline rather than once per chunk or batch
@@ -374,10 +376,30 @@ def _sampled_auc(m: _Maps, sampler: Callable, other: torch.Tensor | None, step: 
     idx_t, mask = idx_t.to(S.device), mask.to(S.device)
     randfix = torch.gather(S, 1, idx_t.reshape(B, -1)).reshape(B, Sp, M)
     randfix = torch.where(mask, randfix, torch.full_like(randfix, float("-inf")))
-    n_neg_t = torch.as_tensor(n_neg, device=S.device)
-    auc = _step_auc_batch(sth, nf, randfix, n_neg_t, step).mean(-1)
-    auc = torch.where(m.const("pred"), torch.full_like(auc, 0.5), auc)
-    return _nan_where((nf == 0) | (n_neg_t == 0), auc)
+    part = {"sth": sth, "nf": nf, "randfix": randfix, "n_neg": torch.as_tensor(n_neg, device=S.device),
+            "const": m.const("pred"), "step": step}
+    # CPU chunks defer the threshold sweep, done once for the whole batch in _evaluate (it is
+    # many small ops: per image it would cost more than the per-pixel work)
+    return _Pending(part) if m.defer else _finish_sampled([part])
+
+
+class _Pending:
+    """Sampled values of one chunk, waiting for the batched threshold sweep."""
+
+    def __init__(self, part: dict) -> None:
+        self.part = part
+
+
+def _finish_sampled(parts: list[dict]) -> torch.Tensor:
+    K = max(p["sth"].shape[1] for p in parts)
+    M = max(p["randfix"].shape[2] for p in parts)
+    pad = lambda t, n: F.pad(t, (0, n - t.shape[-1]), value=float("-inf"))  # noqa: E731
+    sth = torch.cat([pad(p["sth"], K) for p in parts])
+    randfix = torch.cat([pad(p["randfix"], M) for p in parts])
+    nf, n_neg, const = (torch.cat([p[k] for p in parts]) for k in ("nf", "n_neg", "const"))
+    auc = _step_auc_batch(sth, nf, randfix, n_neg, parts[0]["step"]).mean(-1)
+    auc = torch.where(const, torch.full_like(auc, 0.5), auc)
+    return _nan_where((nf == 0) | (n_neg == 0), auc)
 
 
 def _auc_borji(m: _Maps, n_splits: int = 100, step: float = 0.1, seed: int = 0) -> torch.Tensor:
@@ -484,13 +506,15 @@ def _evaluate(names: Sequence[str], x: dict[str, torch.Tensor], opts: dict, chun
     shared = {} if shared is None else shared
     p = x["pred"]
     out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    for sl in _chunks(p.shape[0], p.device, chunk):
+    slices = _chunks(p.shape[0], p.device, chunk)
+    for sl in slices:
         part = {k: (v if k == "baseline" and v.shape[0] == 1 else v[sl]) for k, v in x.items()}
-        maps = _Maps(part, shared)
+        maps = _Maps(part, shared, defer=len(slices) > 1)
         for n in names:
             fn, _, fopts = _SPECS[n]
             out[n].append(fn(maps, **{o: opts[o] for o in fopts if o in opts}))
-    return {n: torch.cat(v) for n, v in out.items()}
+    return {n: (_finish_sampled([r.part for r in v]) if isinstance(v[0], _Pending) else torch.cat(v))
+            for n, v in out.items()}
 
 
 def _prepare(pred: torch.Tensor, resize: bool, **targets: torch.Tensor | None) -> dict[str, torch.Tensor]:

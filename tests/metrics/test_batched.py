@@ -189,3 +189,15 @@ def test_bucketed_counting_is_exact_on_adversarial_values():
     t = np.sort(np.concatenate([rng.choice(s, 150), [0.0, 1.0, 0.5, edges[3]]]))[::-1]
     want = np.array([(s >= x).sum() for x in t])
     assert np.array_equal(Bm._count_ge_bucketed(s, t), want)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 100])
+def test_chunking_does_not_change_values(chunk):
+    p, d, f, o, b = make_batch(9)
+    t = torch.from_numpy
+    ref = Bm.SaliencyMetrics(names=Bm.ALL_NAMES, chunk=7)   # one chunk: nothing deferred
+    ref.update(t(p), t(d), t(f), t(o), t(b))
+    m = Bm.SaliencyMetrics(names=Bm.ALL_NAMES, chunk=chunk)
+    m.update(t(p), t(d), t(f), t(o), t(b))
+    for k, v in ref.compute().items():
+        assert m.compute()[k] == pytest.approx(v, rel=1e-12, abs=1e-12), k
