@@ -50,6 +50,7 @@ DATASET_SIGMA: dict[str, tuple[float, tuple[int, int], str]] = {
 }
 
 _EXIF_ORIENTATION = 0x0112
+EDGE_TOLERANCE = 1.0  # px: fixations this close outside the image are clipped, not dropped
 
 
 class ItemError(Exception):
@@ -285,6 +286,16 @@ def process_item(rec: Record, split: str, out: Path, st: Settings) -> tuple[dict
     arr, pts, warnings = load_image(rec.image, rec.points_rc, rec.size_hw, rec.source)
     h, w = arr.shape[:2]
     ok = gt.inside(pts, (h, w))
+    # eye-tracker noise just past the edge (< EDGE_TOLERANCE px) is clipped onto the border pixel,
+    # as the data's own convention col = clip(round(x) - 1) does; farther points are dropped
+    near = ~ok & gt.inside(pts + EDGE_TOLERANCE, (h + 2 * EDGE_TOLERANCE, w + 2 * EDGE_TOLERANCE))
+    if near.any():
+        pts = pts.copy()
+        pts[near] = np.clip(pts[near], 0.0, np.array([h, w]) - 1e-6)
+        ok = ok | near
+        warnings.append(Problem(str(rec.image), "fixation_on_edge",
+                                f"{int(near.sum())} of {len(pts)} fixations less than {EDGE_TOLERANCE:g} px outside "
+                                f"the {h}x{w} image clipped onto its border", "warning"))
     if not ok.all():
         bad = int((~ok).sum())
         warnings.append(Problem(str(rec.image), "fixation_outside_image",

@@ -62,17 +62,19 @@ def test_every_problem_is_named_counted_and_isolated(tmp_path, caplog):
         "unlisted.jpg": _jpeg_bytes(_rgb(2)),
         "outside.jpg": _jpeg_bytes(_rgb(3)),
         "wrongsize.jpg": _jpeg_bytes(_rgb(4, (W, H))),
+        "edge.jpg": _jpeg_bytes(_rgb(5)),
     }
     entries = [_entry("good.jpg"), _entry("truncated.jpg"), _entry("garbage.jpg"), _entry("empty.jpg"),
                {**_entry("nofix.jpg"), "subjects": []}, _entry("missing.jpg"),
-               _entry("outside.jpg", pts=((5, 7), (-3, 4), (40, 2), (2, 80))), _entry("wrongsize.jpg")]
+               _entry("outside.jpg", pts=((5, 7), (-3, 4), (40, 2), (2, 80))), _entry("wrongsize.jpg"),
+               _entry("edge.jpg", pts=((5, 7), (-0.6, 4), (29.8, 39.9)))]
     src = _dataset(tmp_path / "src", files, entries)
     with caplog.at_level("WARNING"):
         summary, report, man = _run(tmp_path, src)
 
     kinds = report["counts"]["by_kind"]
     assert kinds == {"corrupt_image": 3, "image_without_fixations": 2, "fixations_without_image": 1,
-                     "fixation_outside_image": 1, "size_mismatch": 1}
+                     "fixation_outside_image": 1, "size_mismatch": 1, "fixation_on_edge": 1}
     by_file = {Path(p["file"]).name: p for p in report["problems"]}
     assert "truncated" in by_file["truncated.jpg"]["message"]
     assert by_file["empty.jpg"]["message"].startswith("empty image file")
@@ -81,14 +83,17 @@ def test_every_problem_is_named_counted_and_isolated(tmp_path, caplog):
     assert by_file["fixations.json"]["kind"] == "fixations_without_image" and "missing" in by_file["fixations.json"]["message"]
     assert "3 of 4 fixations outside" in by_file["outside.jpg"]["message"]
     assert "declares 30x40" in by_file["wrongsize.jpg"]["message"]
+    assert "2 of 3 fixations less than 1 px outside" in by_file["edge.jpg"]["message"]
     # every problem was logged with its file name
     for name in ("truncated.jpg", "garbage.jpg", "outside.jpg", "wrongsize.jpg", "unlisted.jpg"):
         assert any(name in r.getMessage() for r in caplog.records), name
 
     # the good items are there, with exactly their fixations
-    assert [it["id"] for it in man["items"]] == ["good", "outside"]
-    assert {it["id"]: it["n_fixations"] for it in man["items"]} == {"good": 3, "outside": 1}
-    assert report["counts"]["ingested"] == 2 and report["counts"]["errors"] == 7
+    assert [it["id"] for it in man["items"]] == ["edge", "good", "outside"]
+    assert {it["id"]: it["n_fixations"] for it in man["items"]} == {"edge": 3, "good": 3, "outside": 1}
+    edge = np.load(tmp_path / "out" / "t" / "fixations" / "edge.orig.npy").tolist()
+    assert sorted(edge) == [[0, 4], [5, 7], [29, 39]]  # clipped onto the border pixels
+    assert report["counts"]["ingested"] == 3 and report["counts"]["errors"] == 7
     assert report["counts"]["skipped"] == 6  # listed entries not ingested (unlisted.jpg was never an entry)
 
 
