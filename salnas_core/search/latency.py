@@ -171,7 +171,7 @@ class LatencyTable:
             a, b = np.polyfit(s, w, 1)
         else:
             a, b = float(w.sum() / max(s.sum(), 1e-9)), 0.0
-        if a <= 0:  # noisy timings on a busy machine: fall back to a pure ratio
+        if a <= 0 or b < 0:  # noisy timings on a busy machine: a pure ratio keeps small nets positive
             a, b = float(w.sum() / max(s.sum(), 1e-9)), 0.0
         self.calibration = {"a": float(a), "b": float(b), "n": len(models),
                             "measured_ms": w.tolist(), "op_sum_ms": s.tolist()}

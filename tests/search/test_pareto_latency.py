@@ -77,3 +77,20 @@ def test_broken_cache_is_rebuilt(tmp_path):
 
 def test_measure_latency_positive():
     assert measure_latency(_net(4), (16, 16), batch=2, warmup=0, repeats=2) > 0
+
+
+def test_budget_limits_absolute_relative_and_global():
+    from salnas_core.search.pareto import choose_for_budget
+    from salnas_core.steps._nas_common import parse_set
+    from salnas_core.steps.search import _limits
+
+    ref = {"macs": 2e9, "params": 4e6, "latency_ms": 100.0}
+    lim = _limits({"macs_frac": 0.5, "max_latency_ms": 80}, ref, {"max_mparams": 3.0, "max_gmacs": 0.8})
+    assert lim == {"macs": 0.8e9, "params": 3e6, "latency_ms": 80.0}  # the tighter of global and budget
+    assert _limits({"latency_frac": 0.6, "macs_frac": None}, ref, {}) == {"macs": None, "params": None,
+                                                                          "latency_ms": pytest.approx(60.0)}
+    cands = [{"macs": 0.7e9, "params": 2e6, "latency_ms": 70.0, "score": 3.0},
+             {"macs": 0.9e9, "params": 2e6, "latency_ms": 50.0, "score": 2.0}]
+    assert choose_for_budget(cands, lim)["score"] == 3.0
+    assert parse_set(["latency.mode=measure", "population=3", "variants=[XL, M]"]) == {
+        "latency": {"mode": "measure"}, "population": 3, "variants": ["XL", "M"]}
