@@ -7,11 +7,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.ndimage import gaussian_filter
 
 # OSIE at a quarter of 800x600; sigma 24 px at full size -> 6 px here
 OSIE_SHAPE = (150, 200)
 OSIE_SIGMA = 6.0
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """These tests use small tensors: on a busy 2-core machine, intra-op threads only add
+    synchronisation (8x slower measured); restored afterwards for other test folders."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def smooth_map(rng: np.random.Generator, shape=(60, 80), sigma=4.0) -> np.ndarray:
