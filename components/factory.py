@@ -48,22 +48,26 @@ def _art_annotation(a: Art, direction: str) -> str:
     return f"{direction}[{inner}]"
 
 
-def signature_src(defn: StepDef) -> str:
-    """`name(arg: Type, ...)` for both forms; required arguments first, as Python wants."""
+def signature_src(defn: StepDef, form: str = "container") -> str:
+    """`name(arg: Type, ...)` for both forms; required arguments first, as Python wants. The
+    python form returns its `returned` output parameter instead of taking an OutputPath."""
     parts: list[str] = []
     for a in defn.inputs:
         parts.append(f"{a.name}: {_art_annotation(a, 'Input')}")
     for a in defn.outputs:
         parts.append(f"{a.name}: {_art_annotation(a, 'Output')}")
+    ret = defn.returned if form == "python" else None
     for o in defn.out_params:
-        parts.append(f"{o.name}: OutputPath({_type_src(o.type)})")
+        if o is not ret:
+            parts.append(f"{o.name}: OutputPath({_type_src(o.type)})")
     required = [p for p in defn.params if p.required]
     optional = [p for p in defn.params if not p.required]
     for p in required:
         parts.append(f"{p.name}: {_type_src(p.type)}")
     for p in optional:
         parts.append(f"{p.name}: {_type_src(p.type)} = {p.default!r}")
-    return f"{defn.func_name}({', '.join(parts)})"
+    returns = f" -> {_type_src(ret.type)}" if ret is not None else ""
+    return f"{defn.func_name}({', '.join(parts)}){returns}"
 
 
 def _exec_source(src: str, defn: StepDef, extra: dict[str, Any]) -> Callable:
@@ -83,14 +87,15 @@ def _exec_source(src: str, defn: StepDef, extra: dict[str, Any]) -> Callable:
 
 def python_source(defn: StepDef) -> str:
     """The lightweight component's source: the signature, and a body that calls the CLI."""
-    names = [a.name for a in (*defn.inputs, *defn.outputs)] + [o.name for o in defn.out_params] + \
-            [p.name for p in defn.params]
+    ret = defn.returned
+    names = [a.name for a in (*defn.inputs, *defn.outputs)] + \
+            [o.name for o in defn.out_params if o is not ret] + [p.name for p in defn.params]
     kwargs = ", ".join(f"{n}={n}" for n in names)
     doc = defn.description.replace('"""', "'")
-    return (f"def {signature_src(defn)}:\n"
+    return (f"def {signature_src(defn, 'python')}:\n"
             f'    """{doc}"""\n'
             f"    from components.runtime import run_step\n"
-            f"    run_step({defn.name!r}, {kwargs})\n")
+            f"    {'return ' if ret is not None else ''}run_step({defn.name!r}, {kwargs})\n")
 
 
 def python_component(defn: StepDef, base_image: str | None = None):

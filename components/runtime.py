@@ -30,13 +30,20 @@ def step_argv(name: str, values: dict[str, Any]) -> list[str]:
     return defn.argv(resolved)
 
 
-def run_step(name: str, **values: Any) -> list[str]:
-    """Run `salnas <step> ...` in this process; raise if it fails (so the task fails)."""
+def run_step(name: str, **values: Any) -> Any:
+    """Run `salnas <step> ...` in this process; raise if it fails (so the task fails). Returns the
+    step's `returned` output parameter (read back from the file the CLI wrote), else the argv."""
+    import json
+    import tempfile
+
     from salnas_core import cli
 
     from .steps import get_step
 
     defn = get_step(name)
+    ret = defn.returned
+    if ret is not None and ret.name not in values:
+        values[ret.name] = os.path.join(tempfile.mkdtemp(prefix="salnas-out-"), ret.name)
     argv = step_argv(name, values)
     for a in defn.outputs:  # KFP hands out paths whose parent may not exist yet
         os.makedirs(os.path.dirname(_path(values[a.name])) or ".", exist_ok=True)
@@ -48,4 +55,7 @@ def run_step(name: str, **values: Any) -> list[str]:
         art = values[a.name]
         if hasattr(art, "metadata"):
             art.metadata["salnas_command"] = "salnas " + " ".join(argv[: len(defn.command)])
+    if ret is not None:
+        with open(values[ret.name], encoding="utf-8") as f:
+            return json.load(f)
     return argv

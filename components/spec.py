@@ -70,11 +70,15 @@ class Param:
 
 @dataclass(frozen=True)
 class OutParam:
-    """A scalar output: the CLI writes its value (JSON text) into the file given by `flag`."""
+    """A scalar output: the CLI writes its value (JSON text) into the file given by `flag`.
+
+    `returned`: the lightweight form *returns* it (KFP names it "Output"), because kfp.local can
+    fan a ParallelFor out over a task's return value only; the container form keeps `name`."""
 
     name: str
     type: type
     flag: str
+    returned: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,18 @@ class StepDef:
     @property
     def func_name(self) -> str:
         return self.name.replace("-", "_")
+
+    @property
+    def returned(self) -> "OutParam | None":
+        r = [o for o in self.out_params if o.returned]
+        if len(r) > 1:
+            raise ValueError(f"{self.name}: at most one returned output parameter")
+        return r[0] if r else None
+
+    def output_key(self, name: str, form: str) -> str:
+        """The KFP output name of output parameter `name` in component form `form`."""
+        r = self.returned
+        return "Output" if (form == "python" and r is not None and r.name == name) else name
 
     def argv(self, values: dict[str, Any]) -> list[str]:
         """The CLI argv (after `salnas`) for concrete values: artifact inputs/outputs are paths

@@ -43,7 +43,7 @@ STEPS: tuple[StepDef, ...] = (
         description="The variants the search found, of the budgets asked for (the ParallelFor items).",
         inputs=(Art("search", "Artifact", "--search"),),
         params=(Param("budgets", list, "--budgets", default=["XL", "M"]),),
-        out_params=(OutParam("names", list, "--names-out"),),
+        out_params=(OutParam("names", list, "--names-out", returned=True),),
     ),
     StepDef(
         name="distill", command=("distill",), gpu=True,

@@ -104,7 +104,8 @@ def build_pipeline(form: str = "container", image: str | None = None, k8s: K8sSe
         # a budget the search could not meet (limits below the smallest subnet) has no variant:
         # fan out over what it found, not over what was asked
         found = k(c["variants"](search=search.outputs["search"], budgets=budgets), "variants")
-        with dsl.ParallelFor(found.outputs["names"], name="per-budget") as variant:
+        names = found.outputs[get_step("variants").output_key("names", form)]
+        with dsl.ParallelFor(names, name="per-budget") as variant:
             distill = k(c["distill"](search=search.outputs["search"], supernet=train.outputs["supernet"],
                                      data=data, variant=variant, preset=preset, epochs=distill_epochs,
                                      device=device), "distill")

@@ -25,10 +25,11 @@ def test_both_forms_share_one_interface(name):
     defn = get_step(name)
     py = factory.python_component(defn, base_image="example.org/salnas:test")
     box = factory.container_component(defn, image="example.org/salnas:test")
-    assert _interface(py) == _interface(box)
-    ins, outs = _interface(py)
-    assert {a.name for a in defn.inputs} | {p.name for p in defn.params} == ins
-    assert {a.name for a in defn.outputs} | {o.name for o in defn.out_params} == outs
+    for comp, form in ((py, "python"), (box, "container")):
+        ins, outs = _interface(comp)
+        assert {a.name for a in defn.inputs} | {p.name for p in defn.params} == ins
+        # a `returned` output is the python form's return value, named "Output" (kfp.local loops need it)
+        assert {a.name for a in defn.outputs} | {defn.output_key(o.name, form) for o in defn.out_params} == outs
     # the lightweight form calls the CLI through the runtime, in the project image, without pip
     impl = py.component_spec.implementation.container
     assert impl.image == "example.org/salnas:test"
@@ -102,6 +103,17 @@ def test_container_launcher_drops_unset_words(tmp_path):
     out = subprocess.run([*dcmd, "--variant", "M", "--set=epochs=0", "--set=epochs=5"], env=env,
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == ["distill", "--variant", "M", "--set=epochs=5"]
+
+
+def test_returned_output_is_read_back_from_the_cli(tmp_path):
+    """The lightweight `variants` step returns what `salnas pipeline variants` wrote (the loop items)."""
+    from components.runtime import run_step
+    from salnas_core.utils.io import atomic_write_json
+
+    atomic_write_json(tmp_path / "search" / "variants.json", {"XL": {"config": {}}, "S": {"config": {}}})
+    assert run_step("variants", search=str(tmp_path / "search"), budgets=["S", "M", "XL"]) == ["S", "XL"]
+    with pytest.raises(RuntimeError, match="salnas variants failed"):
+        run_step("variants", search=str(tmp_path / "search"), budgets=["M"])
 
 
 def test_unknown_step_and_form_are_refused():
