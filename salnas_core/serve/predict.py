@@ -212,12 +212,15 @@ def read_png16(path: str | os.PathLike) -> np.ndarray:
 
 
 def overlay(rgb: np.ndarray, saliency: np.ndarray, cmap: str = "inferno", alpha: float = 0.6) -> np.ndarray:
-    """Heat map blended over the image, more opaque where saliency is higher; uint8 (H, W, 3)."""
+    """Heat map blended over the image, more opaque where saliency is higher; uint8 (H, W, 3).
+
+    Display only: the map is stretched min..max, so the least salient region shows the bare
+    picture whatever the net's sigmoid floor is."""
     import matplotlib
 
     m = np.asarray(saliency, dtype=np.float32)
-    hi = float(m.max(initial=0.0))
-    m = np.clip(m / hi, 0.0, 1.0) if np.isfinite(hi) and hi > 0 else np.zeros_like(m)
+    lo, hi = float(m.min(initial=np.inf)), float(m.max(initial=-np.inf))
+    m = np.clip((m - lo) / (hi - lo), 0.0, 1.0) if np.isfinite(hi - lo) and hi > lo else np.zeros_like(m)
     # integer indices pick the colormap's 256-entry table as uint8: no float64 RGBA copy of a 12 MP
     # photo; no pyplot, so nothing opens a window
     idx = np.rint(m * 255.0).astype(np.uint8)
