@@ -180,11 +180,7 @@ def run(data: str | Path, out: str | Path, preset: str | None = None, epochs: in
     """Train the supernet on the ingested dataset at `data`; write the run folder `out`."""
     import torch
 
-    from salnas_core.supernet import create_supernet
-    from salnas_core.train import distributed as dist_utils
-    from salnas_core.train.checkpoint import save_supernet, set_resolutions
-    from salnas_core.train.trainer import SupernetTrainer
-    from salnas_core.utils.io import atomic_write_json, read_json
+    from salnas_core.utils.io import read_json
 
     out = Path(out)
     p = resolve_params(preset, epochs, self_kd, space, overrides, params_path)
@@ -201,8 +197,26 @@ def run(data: str | Path, out: str | Path, preset: str | None = None, epochs: in
             return done
 
     device = step.get("device") or "auto"
+    threads_before = torch.get_num_threads()
     if step.get("threads"):
         torch.set_num_threads(int(step["threads"]))
+    try:
+        return _train(root, out, p, step, cfg, manifest, phash, device, resume, logger)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(root: Path, out: Path, p: dict, step: dict, cfg, manifest: dict, phash: str, device: str,
+           resume: bool, logger: Callable | None) -> dict[str, Any]:
+    import torch
+
+    from salnas_core.supernet import create_supernet
+    from salnas_core.train import distributed as dist_utils
+    from salnas_core.train.checkpoint import save_supernet, set_resolutions
+    from salnas_core.train.trainer import SupernetTrainer
+    from salnas_core.utils.io import atomic_write_json
+
+    metrics_path = out / "metrics.json"
     dist_utils.init_from_env(None if device == "auto" else torch.device(device))
     is_main = dist_utils.is_main()
     torch.manual_seed(cfg.seed)
@@ -229,8 +243,8 @@ def run(data: str | Path, out: str | Path, preset: str | None = None, epochs: in
                                   logger=log_all, device=None if device == "auto" else device, space=space_name)
         summary = trainer.fit(resume=resume)
         if is_main:
-            meta = {"epoch": trainer.epoch, "resolutions": list(model.space.resolutions), "self_kd": cfg.self_kd, "params_hash": phash,
-                    "data_version": manifest.get("version"), "final": summary["final"]}
+            meta = {"epoch": trainer.epoch, "resolutions": list(model.space.resolutions), "self_kd": cfg.self_kd,
+                    "params_hash": phash, "data_version": manifest.get("version"), "final": summary["final"]}
             save_supernet(out / "supernet.pt", trainer.model, space_name, meta)
             write_plots(trainer.history, out / "plots")
             summary.update({"params_hash": phash, "preset": p.get("preset"), "data": str(root),

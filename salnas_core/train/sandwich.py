@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -34,22 +35,65 @@ def sample_sandwich(model: nn.Module, rng: random.Random, n_random: int = 2) -> 
     return configs
 
 
-def set_regularisation(model: nn.Module, dropout: float, drop_connect: float) -> None:
-    """Set the supernet's dropout and drop-connect rates (a no-op if it has neither)."""
-    if hasattr(model, "set_dropout_rate"):
-        model.set_dropout_rate(dropout, drop_connect)
-        return
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = dropout
-        if hasattr(m, "drop_connect_rate"):
-            m.drop_connect_rate = drop_connect
+class MaxSubnetRegularisation:
+    """Dropout before the output head and drop-connect (stochastic depth) on identity residuals,
+    added to a supernet through hooks, as AttentiveNAS's `set_dropout_rate(dropout, drop_connect)`
+    does inside its blocks (the SalNAS code calls it with 0.2, 0.2 for the max subnet only).
+
+    Active only while the module is in training mode and the rates are non-zero; a supernet that
+    has its own `set_dropout_rate` is driven through that instead.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.dropout = 0.0
+        self.drop_connect = 0.0
+        self.handles = []
+        if hasattr(model, "set_dropout_rate"):
+            return
+        head = getattr(model, "out", None)
+        if isinstance(head, nn.Module):
+            self.handles.append(head.register_forward_pre_hook(self._dropout_hook))
+        for m in model.modules():
+            if hasattr(m, "shortcut_kind") and hasattr(m, "active_out_channels"):  # an MBConv block
+                self.handles.append(m.register_forward_hook(self._drop_connect_hook))
+
+    def set(self, dropout: float, drop_connect: float) -> None:
+        if not (0.0 <= dropout < 1.0 and 0.0 <= drop_connect < 1.0):
+            raise ValueError(f"dropout and drop_connect must be in [0, 1), got {dropout}, {drop_connect}")
+        if hasattr(self.model, "set_dropout_rate"):
+            self.model.set_dropout_rate(dropout, drop_connect)
+        self.dropout, self.drop_connect = float(dropout), float(drop_connect)
+
+    def _dropout_hook(self, module: nn.Module, args: tuple):
+        if self.dropout > 0 and module.training:
+            return (F.dropout(args[0], self.dropout, training=True),) + tuple(args[1:])
+        return None
+
+    def _drop_connect_hook(self, module: nn.Module, args: tuple, out: torch.Tensor):
+        x = args[0]
+        if self.drop_connect <= 0 or not module.training or x.shape != out.shape:
+            return None
+        # only a pure identity residual (out = branch + x) can be split without recomputation
+        identity = (module.shortcut_kind == "projection" and getattr(module, "shortcut", None) is None) or \
+            (module.shortcut_kind == "identity" and getattr(module, "stride", 1) == 1)
+        if not identity:
+            return None
+        keep = 1.0 - self.drop_connect
+        mask = torch.floor(keep + torch.rand(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device))
+        return x + (out - x) * (mask / keep)
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
 
 
 def sandwich_backward(model: nn.Module, configs: list[tuple[str, dict]], images: torch.Tensor,
                       target: torch.Tensor, fixations: torch.Tensor,
                       loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-                      cfg: SandwichConfig, scale: float = 1.0,
+                      cfg: SandwichConfig, regulariser: MaxSubnetRegularisation | None = None,
+                      scale: float = 1.0,
                       backward: Callable[[torch.Tensor], None] | None = None,
                       autocast: Callable[[], Any] | None = None) -> dict[str, float]:
     """Forward and backward every subnet of `configs` on one (micro-)batch, accumulating gradients.
@@ -65,10 +109,11 @@ def sandwich_backward(model: nn.Module, configs: list[tuple[str, dict]], images:
     try:
         for name, config in configs:
             model.set_active_subnet(config)
-            if name == "max":
-                set_regularisation(model, cfg.dropout, cfg.drop_connect)
-            else:
-                set_regularisation(model, 0.0, 0.0)
+            if regulariser is not None:
+                if name == "max":
+                    regulariser.set(cfg.dropout, cfg.drop_connect)
+                else:
+                    regulariser.set(0.0, 0.0)
             with autocast():
                 pred = model(images, out_size=out_size)
             loss = loss_fn(pred.float(), target, fixations)
@@ -77,7 +122,8 @@ def sandwich_backward(model: nn.Module, configs: list[tuple[str, dict]], images:
             backward(loss * scale)
             losses[name] = float(loss.detach())
     finally:
-        set_regularisation(model, 0.0, 0.0)
+        if regulariser is not None:
+            regulariser.set(0.0, 0.0)
     return losses
 
 

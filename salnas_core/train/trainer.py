@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from salnas_core.train import distributed as dist_utils
 from salnas_core.train.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, save_supernet, set_rng_state
 from salnas_core.train.optim import build_optimizer, build_scheduler
-from salnas_core.train.sandwich import SandwichConfig, sample_sandwich, sandwich_backward
+from salnas_core.train.sandwich import MaxSubnetRegularisation, SandwichConfig, sample_sandwich, sandwich_backward
 from salnas_core.train.self_kd import SelfKDTeacher, improved
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,8 @@ class SupernetTrainer:
         self.teacher = SelfKDTeacher(self.model, cfg.alpha) if cfg.self_kd else None
         self.loss_fn = self._build_loss()
         self.sandwich = SandwichConfig(cfg.n_random, cfg.dropout, cfg.drop_connect)
+        # after the teacher's copy: the teacher runs without dropout and needs no hooks
+        self.regulariser = MaxSubnetRegularisation(self.model)
 
         self.epoch = 0                      # epochs completed
         self.best_score: float | None = None
@@ -205,7 +207,7 @@ class SupernetTrainer:
                 with self._autocast():
                     target = self.teacher.target(img, den)
             losses = sandwich_backward(self.model, configs, img, target, fix, self.loss_fn, self.sandwich,
-                                       scale=1.0 / cfg.accum_steps,
+                                       regulariser=self.regulariser, scale=1.0 / cfg.accum_steps,
                                        backward=lambda l: self.scaler.scale(l).backward(),
                                        autocast=self._autocast)
             for k, v in losses.items():
@@ -266,7 +268,8 @@ class SupernetTrainer:
         self.model.sample_max_subnet()
         recalibrate_bn(subnet, self.calib_loader, len(self.calib_loader))
         subnet.eval()
-        metrics = SaliencyMetrics(names=VAL_METRICS).to(self.device)
+        # rank 0 scores the whole split alone: no torchmetrics sync with ranks that are not scoring
+        metrics = SaliencyMetrics(names=VAL_METRICS, sync_on_compute=False).to(self.device)
         for batch in self.val_loader:
             images, density, fixations = _to(batch, self.device)
             with self._autocast():
