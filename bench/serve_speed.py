@@ -3,7 +3,10 @@ BN folded, ONNX Runtime and TorchScript (both from `salnas export`), batch 1 at 
 Ratios are within one run (the machine's load moves absolute times). Writes a row to
 bench/RESULTS.md.
 
-    .venv/bin/python bench/serve_speed.py --space lite --subnet max --repeats 20
+    .venv/bin/python bench/serve_speed.py --space lite --subnet max --repeats 10 --threads 1
+
+One thread: on a shared 2-core machine, torch's 2-thread pool collapses under oversubscription
+(a forward measured 10x slower), which would say nothing about the runtimes themselves.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ def _machine() -> str:
             model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{model}, {os.cpu_count()} cores"
+    return f"{model}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
 
 
 def _time(fn, repeats: int, warmup: int = 3) -> float:
