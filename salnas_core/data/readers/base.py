@@ -99,7 +99,12 @@ def binary_map_to_rc(fmap: np.ndarray) -> np.ndarray:
 
 
 def load_mat(path: Path) -> dict:
-    """scipy.io.loadmat with errors that name the file (empty, truncated, not a .mat, v7.3)."""
+    """A .mat file as scipy.io.loadmat(squeeze_me=False, struct_as_record=True) returns it, v7.3 included.
+
+    Errors name the file (missing, empty, truncated, not a .mat). MATLAB v7.3 files are HDF5, which
+    scipy refuses; they are read with h5py into the same structures (see _load_mat73), so readers
+    need no v7.3 special case.
+    """
     import scipy.io
 
     path = Path(path)
@@ -109,22 +114,135 @@ def load_mat(path: Path) -> dict:
         raise ValueError(f"{path}: empty .mat file")
     try:
         return scipy.io.loadmat(str(path), squeeze_me=False, struct_as_record=True)
-    except NotImplementedError:
+    except NotImplementedError:  # scipy: "Please use HDF reader for matlab v7.3 files"
         return _load_mat73(path)
     except Exception as e:  # scipy raises ValueError/TypeError/OSError variants for garbage
+        if _is_hdf5(path):  # an HDF5 .mat written without the 512-byte MATLAB header
+            return _load_mat73(path)
         raise ValueError(f"{path}: malformed .mat file ({type(e).__name__}: {e})") from None
 
 
-def _load_mat73(path: Path) -> dict:
-    """MATLAB v7.3 files are HDF5; read them with h5py when it is installed."""
+def _is_hdf5(path: Path) -> bool:
     try:
-        import h5py  # noqa: F401
+        import h5py
     except ImportError:
+        return False
+    try:
+        return bool(h5py.is_hdf5(str(path)))
+    except OSError:
+        return False
+
+
+def _load_mat73(path: Path) -> dict:
+    """Read a MATLAB v7.3 (HDF5) file into loadmat's structures.
+
+    MATLAB stores arrays column-major, so h5py sees every array with its axes reversed: each is
+    transposed back. Variables carry a MATLAB_class attribute: cells are arrays of object
+    references (into #refs#), structs are groups (struct arrays: groups whose fields are
+    reference arrays), chars are uint16 code units, empties are stored as their dims with
+    MATLAB_empty=1.
+    """
+    try:
+        import h5py
+    except ImportError:  # a declared dependency; a broken environment still gets a clear message
         raise ValueError(f"{path}: MATLAB v7.3 (HDF5) file; install h5py to read it") from None
+    try:
+        with h5py.File(path, "r") as f:
+            out: dict = {"__header__": b"MATLAB 7.3 MAT-file (HDF5), read with h5py", "__version__": "7.3",
+                         "__globals__": []}
+            for k in f.keys():
+                if k.startswith("#"):  # #refs# (cell/struct contents), #subsystem# (MATLAB objects)
+                    continue
+                out[k] = _h5_to_mat(f, f[k], f"{path}:{k}")
+            return out
+    except ValueError:
+        raise
+    except Exception as e:  # h5py: OSError for truncated files, KeyError for dangling references
+        raise ValueError(f"{path}: malformed MATLAB v7.3 (HDF5) .mat file ({type(e).__name__}: {e})") from None
+
+
+def _attr_str(obj, name: str) -> str:
+    v = obj.attrs.get(name)
+    return v.decode() if isinstance(v, bytes) else ("" if v is None else str(v))
+
+
+def _h5_to_mat(f, obj, where: str):
+    """One HDF5 dataset/group of a v7.3 file -> what scipy.io.loadmat gives for that MATLAB value."""
     import h5py
 
-    with h5py.File(path, "r") as f:
-        return {"__h5__": path, **{k: f[k][()] for k in f.keys() if not k.startswith("#")}}
+    cls = _attr_str(obj, "MATLAB_class")
+    if isinstance(obj, h5py.Group):
+        if "MATLAB_sparse" in obj.attrs:
+            import scipy.sparse
+
+            n_rows = int(obj.attrs["MATLAB_sparse"])
+            jc = obj["jc"][()]
+            data = obj["data"][()] if "data" in obj else np.zeros(0)
+            ir = obj["ir"][()] if "ir" in obj else np.zeros(0, dtype=np.int64)
+            return scipy.sparse.csc_matrix((data, ir, jc), shape=(n_rows, len(jc) - 1))
+        if cls not in ("struct", ""):
+            raise ValueError(f"{where}: MATLAB class {cls!r} (objects) is not supported")
+        names = _struct_fields(obj)
+        fields = {n: obj[n] for n in names}
+        if fields and all(isinstance(d, h5py.Dataset) and h5py.check_ref_dtype(d.dtype) is not None
+                          and "MATLAB_class" not in d.attrs for d in fields.values()):
+            # struct array: every field is an array of references, one per element
+            shape = next(iter(fields.values())).shape[::-1]
+            rec = np.empty(shape, dtype=[(n, object) for n in names])
+            for n, d in fields.items():
+                refs = d[()].T
+                for idx in np.ndindex(shape):
+                    rec[n][idx] = _h5_to_mat(f, f[refs[idx]], f"{where}({idx}).{n}")
+            return rec
+        rec = np.empty((1, 1), dtype=[(n, object) for n in names])  # scalar struct: loadmat's (1, 1) record
+        for n, d in fields.items():
+            rec[n][0, 0] = _h5_to_mat(f, d, f"{where}.{n}")
+        return rec
+    if obj.attrs.get("MATLAB_empty", 0):
+        dims = tuple(int(x) for x in np.asarray(obj[()]).ravel()[::-1]) if obj.size else (0, 0)
+        if cls == "cell":
+            return np.empty(dims, dtype=object)
+        if cls == "char":
+            return np.array([""], dtype="<U1")
+        if cls == "struct":
+            return np.empty(dims, dtype=object)
+        return np.empty(dims, dtype=_MAT_DTYPES.get(cls, np.float64))
+    data = obj[()]
+    if cls == "cell" or h5py.check_ref_dtype(obj.dtype) is not None:
+        refs = np.asarray(data).T
+        cell = np.empty(refs.shape, dtype=object)
+        for idx in np.ndindex(refs.shape):
+            cell[idx] = _h5_to_mat(f, f[refs[idx]], f"{where}{{{idx}}}")
+        return cell
+    arr = np.asarray(data)
+    if arr.dtype.names and set(arr.dtype.names) >= {"real", "imag"}:
+        arr = arr["real"] + 1j * arr["imag"]
+    arr = arr.T
+    if arr.ndim < 2:
+        arr = arr.reshape(1, -1)
+    if cls == "char":  # UTF-16 code units; loadmat gives one string per row
+        rows = ["".join(chr(c) for c in r) for r in np.atleast_2d(arr).astype(np.uint32)]
+        return np.array(rows, dtype=f"<U{max(1, max(len(r) for r in rows))}")
+    if cls == "logical":  # loadmat keeps MATLAB logicals as uint8 0/1
+        return arr.astype(np.uint8)
+    return arr
+
+
+def _struct_fields(group) -> list[str]:
+    """A struct's field names in MATLAB's order (MATLAB_fields attribute), else the group's order."""
+    raw = group.attrs.get("MATLAB_fields")
+    if raw is None:
+        return [k for k in group.keys()]
+    names = []
+    for v in raw:
+        v = np.asarray(v)
+        names.append(b"".join(x if isinstance(x, bytes) else bytes([int(x)]) for x in v.ravel()).decode())
+    return [n for n in names if n in group]
+
+
+_MAT_DTYPES = {"double": np.float64, "single": np.float32, "int8": np.int8, "uint8": np.uint8, "int16": np.int16,
+               "uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64, "uint64": np.uint64,
+               "logical": np.uint8}
 
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")

@@ -2,8 +2,8 @@
 
 Source: the salObj release (cbi.gatech.edu/salobj): datasets/imgs/pascal/<1..850>.jpg and
 datasets/fixations/pascalFix.mat holding `fixCell`, a 1x850 cell of Nx3 arrays [y, x, subject]
-(MATLAB 1-based). The released file is MATLAB v7.3 (HDF5, needs h5py); v5/v7 files are read by
-scipy. ROOT may be the folder holding datasets/ or datasets/ itself.
+(MATLAB 1-based). The released file is MATLAB v7.3 (HDF5): base.load_mat reads it with h5py into
+the same cell array scipy gives for v5/v7 files. ROOT may be the folder holding datasets/ or datasets/ itself.
 """
 from __future__ import annotations
 
@@ -16,14 +16,7 @@ from .base import (Problem, ReadResult, Record, first_existing, list_images, loa
 
 
 def _cells(mat: Path) -> list[np.ndarray]:
-    m = load_mat(mat)
-    if "__h5__" in m:  # v7.3: dereference the cell's object references with h5py
-        import h5py
-
-        with h5py.File(mat, "r") as f:
-            refs = f["fixCell"][()].ravel()
-            # h5py sees MATLAB arrays transposed: (3, N) -> (N, 3)
-            return [np.asarray(f[r][()]).T for r in refs]
+    m = load_mat(mat)  # v7.3 (the release) and v5/v7 give the same cell array
     return [np.asarray(c) for c in np.asarray(mat_var(m, "fixCell", mat)).ravel()]
 
 
