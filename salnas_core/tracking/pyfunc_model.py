@@ -30,6 +30,9 @@ class SaliencyModel(mlflow.pyfunc.PythonModel):
     normalisation, forward, maps resized back bilinearly to each image's size.
     """
 
+    # inputs are checked against the logged tensor signature, not predict's type hints
+    _skip_type_hint_validation = True
+
     def load_context(self, context) -> None:
         from salnas_core.serve.predict import Predictor
 

@@ -104,7 +104,7 @@ def test_raw_snapshot_push_remove_cache_pull(tmp_path, dvc_env):
 
 @pytest.mark.slow
 def test_main_job_dvc_repro_end_to_end_push_pull(tmp_path, dvc_env, mlflow_tracking):
-    """`salnas main --preset tiny --push s3`: dvc repro of the six stages, MLflow on the real server,
+    """`salnas main --preset tiny`: dvc repro of the six stages, MLflow on the real server,
     a champion that predicts maps; then the outputs come back from S3 after the cache is removed."""
     from mlflow import MlflowClient
 
@@ -119,7 +119,7 @@ def test_main_job_dvc_repro_end_to_end_push_pull(tmp_path, dvc_env, mlflow_track
     prefix = f"s3://dvc/test-{uuid.uuid4().hex[:8]}"
     _dvc(repo, "remote", "modify", "--local", "s3", "url", prefix)
 
-    proc = subprocess.run([str(VENV_BIN / "salnas"), "main", "--preset", "tiny", "--push", "s3"], cwd=repo,
+    proc = subprocess.run([str(VENV_BIN / "salnas"), "main", "--preset", "tiny"], cwd=repo,
                           capture_output=True, text=True, env=os.environ.copy())
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     out = proc.stdout
@@ -151,12 +151,15 @@ def test_main_job_dvc_repro_end_to_end_push_pull(tmp_path, dvc_env, mlflow_track
     maps = model.predict(img)
     assert maps.shape == (1, 123, 77) and np.isfinite(maps).all() and (maps >= 0).all() and maps.std() > 0
 
-    # what was pushed comes back after the cache and workspace copies are gone
-    tracked = ["data/raw", "data/ingested", "runs/supernet", "runs/search", "runs/distill", "runs/evaluate"]
+    # the stage outputs pushed to S3 come back after the cache and workspace copies are gone
+    # (data.dvc's own round trip: test_raw_snapshot_push_remove_cache_pull)
+    stages = ["ingest", "train_supernet", "search", "distill", "evaluate"]
+    tracked = ["data/ingested", "runs/supernet", "runs/search", "runs/distill", "runs/evaluate"]
     before = {t: _tree(repo / t) for t in tracked}
     assert all(before.values())
+    _dvc(repo, "push", "-r", "s3", *stages)
     shutil.rmtree(repo / ".dvc" / "cache")
     for t in tracked:
         shutil.rmtree(repo / t)
-    _dvc(repo, "pull", "-r", "s3")
+    _dvc(repo, "pull", "-r", "s3", *stages)
     assert {t: _tree(repo / t) for t in tracked} == before

@@ -22,12 +22,15 @@ def model_files(tmp_path_factory):
     from salnas_core.supernet import create_supernet, save_model
 
     d = tmp_path_factory.mktemp("models")
-    paths = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        sn = create_supernet("lite", pretrained=False)
-        sn.sample_min_subnet()
-        paths.append(save_model(d / f"m{seed}" / "model.pt", sn.get_active_subnet()))
+    torch.manual_seed(0)
+    sn = create_supernet("lite", pretrained=False)
+    sn.sample_min_subnet()
+    net = sn.get_active_subnet()
+    paths = [save_model(d / "m0" / "model.pt", net)]
+    with torch.no_grad():  # a second model: same architecture, other weights
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    paths.append(save_model(d / "m1" / "model.pt", net))
     return paths
 
 
