@@ -1,7 +1,7 @@
 """Speed of the whole metric suite: batched torch (SaliencyMetrics) against pysaliency's
 per-map functions (and our own per-map numpy functions), on the same maps, with the values.
 
-    .venv/bin/python bench/metrics_speed.py [--n 100] [--size 480 640] [--fix 200] [--device cpu] [--threads 0]
+    .venv/bin/python bench/metrics_speed.py [--n 100] [--size 480 640] [--fix 200] [--device cpu] [--threads 1]
 
 Suite: cc, kld, nss, sim, auc_judd, auc_borji, sauc, ig (Borji/sAUC: 100 splits, step 0.1).
 pysaliency has no per-map Borji, sAUC or IG with the MIT sampling; its nearest per-map
@@ -88,12 +88,13 @@ def make_data(n: int, size: tuple[int, int], n_fix: int, seed: int = 0):
     return pred.astype(np.float32), dens.astype(np.float32), fix, other, baseline.astype(np.float32)
 
 
-def run_batched(pred, dens, fix, other, baseline, device: str, batch: int = 10) -> tuple[float, dict, dict]:
+def run_batched(pred, dens, fix, other, baseline, device: str, batch: int = 10,
+                threads: int | None = 1) -> tuple[float, dict, dict]:
     import torch
 
     from salnas_core.metrics.batched import SaliencyMetrics, compute_batch
 
-    m = SaliencyMetrics(names=NAMES).to(device)
+    m = SaliencyMetrics(names=NAMES, threads=threads).to(device)
     per_image = {k: [] for k in NAMES}
     b_t = torch.from_numpy(baseline).to(device)
     t0 = time.perf_counter()
@@ -162,21 +163,21 @@ def main() -> None:
     ap.add_argument("--size", type=int, nargs=2, default=(480, 640))
     ap.add_argument("--fix", type=int, default=200)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads inside SaliencyMetrics (its default 1; 0: torch's setting)")
     ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"))
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or None
     size = tuple(args.size)
     pred, dens, fix, other, baseline = make_data(args.n, size, args.fix)
     # warm-ups, untimed: pysaliency's ROC is numba-compiled on first use (seconds)
     run_pysaliency(pred[:2], dens[:2], fix[:2], other[:2], baseline)
-    run_batched(pred[:2], dens[:2], fix[:2], other[:2], baseline, args.device)
-    t_b, means, batched = run_batched(pred, dens, fix, other, baseline, args.device)
+    run_batched(pred[:2], dens[:2], fix[:2], other[:2], baseline, args.device, threads=threads)
+    t_b, means, batched = run_batched(pred, dens, fix, other, baseline, args.device, threads=threads)
     t_p, pys = run_pysaliency(pred, dens, fix, other, baseline)
     t_f, func = run_functional(pred, dens, fix, other, baseline)
 
@@ -198,7 +199,7 @@ def main() -> None:
         dev = args.device if args.device == "cpu" else torch.cuda.get_device_name(0)
         cmd = f"`.venv/bin/python bench/metrics_speed.py --n {args.n} --size {size[0]} {size[1]} --fix {args.fix} --device {args.device} --threads {args.threads}`"
         row = (f"| {time.strftime('%Y-%m-%d %H:%M')} | {machine()} | {dev} (torch {torch.__version__}, "
-               f"{torch.get_num_threads()} threads) | {args.n} | {size[0]}x{size[1]} | {args.fix} | {t_b:.2f} | "
+               f"{threads or torch.get_num_threads()} threads) | {args.n} | {size[0]}x{size[1]} | {args.fix} | {t_b:.2f} | "
                f"{t_p:.2f} | {ratio:.1f}x | {t_f:.2f} | {diff_f:.1e} | {diff_p:.1e} | {cmd} |")
         write_row(Path(args.results), row)
         print("row written to", args.results)

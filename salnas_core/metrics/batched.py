@@ -11,6 +11,7 @@ image and are left out of the class means (their count is not incremented).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Sequence
 
 import numpy as np
@@ -496,9 +497,31 @@ def _chunks(B: int, device: torch.device, chunk: int | None) -> list[slice]:
     return [slice(i, i + chunk) for i in range(0, B, chunk)]
 
 
+@contextlib.contextmanager
+def _cpu_threads(n: int | None, device: torch.device):
+    """Run CPU metric code with n torch intra-op threads (restored afterwards). The per-image
+    ops are small; on the busy 2-core CI machine 2 threads made the suite 13x slower than 1
+    (bench/RESULTS.md)."""
+    if n is None or device.type != "cpu" or torch.get_num_threads() == n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _evaluate(names: Sequence[str], x: dict[str, torch.Tensor], opts: dict, chunk: int | None,
-              shared: dict[str, object] | None = None) -> dict[str, torch.Tensor]:
+              shared: dict[str, object] | None = None, threads: int | None = 1) -> dict[str, torch.Tensor]:
     """Per-image values (B,) of each named metric, chunk by chunk."""
+    with _cpu_threads(threads, x["pred"].device):
+        return _evaluate_chunks(names, x, opts, chunk, shared)
+
+
+def _evaluate_chunks(names: Sequence[str], x: dict[str, torch.Tensor], opts: dict, chunk: int | None,
+                     shared: dict[str, object] | None) -> dict[str, torch.Tensor]:
     for n in names:
         missing = [k for k in _SPECS[n][1] if k not in x]
         if missing:
@@ -631,7 +654,8 @@ class SaliencyMetrics(Metric):
     auc_judd). sauc needs `other_fixations`, ig needs `baseline` in update(). Options: jitter and
     seed (AUC-Judd), n_splits, step, seed (Borji, sAUC), resize (bilinearly resize predictions
     whose size differs from the ground truth instead of raising), chunk (images per pass;
-    default 1 on CPU, where a map fits in cache, and the whole batch on GPU).
+    default 1 on CPU, where a map fits in cache, and the whole batch on GPU), threads (torch
+    intra-op threads while computing on CPU, default 1, restored after; None: leave as is).
     """
 
     full_state_update = False
@@ -639,9 +663,9 @@ class SaliencyMetrics(Metric):
 
     def __init__(self, names: Sequence[str] = DEFAULT_NAMES, n_splits: int = 100, step: float = 0.1,
                  seed: int = 0, jitter: bool = False, resize: bool = False, chunk: int | None = None,
-                 **kwargs) -> None:
+                 threads: int | None = 1, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.chunk = chunk
+        self.chunk, self.threads = chunk, threads
         self._bl_key, self._bl_stats = None, {}
         unknown = [n for n in names if n not in _SPECS]
         if unknown or not names:
@@ -659,7 +683,8 @@ class SaliencyMetrics(Metric):
         x = _prepare(pred, self.resize, density=density, fixations=fixations,
                      other_fixations=other_fixations, baseline=baseline)
         try:
-            values = _evaluate(self.names, x, self.opts, self.chunk, self._baseline_stats(baseline))
+            values = _evaluate(self.names, x, self.opts, self.chunk, self._baseline_stats(baseline),
+                               self.threads)
         except ValueError as e:
             raise ValueError(f"SaliencyMetrics: {e} in update()") from None
         for n, v in values.items():
