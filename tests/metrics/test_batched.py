@@ -201,3 +201,11 @@ def test_chunking_does_not_change_values(chunk):
     m.update(t(p), t(d), t(f), t(o), t(b))
     for k, v in ref.compute().items():
         assert m.compute()[k] == pytest.approx(v, rel=1e-12, abs=1e-12), k
+
+
+def test_cpu_threads_are_restored_after_update():
+    p, d, f, o, b = make_batch(10)
+    torch.set_num_threads(2)          # the autouse fixture restores the session's value
+    m = Bm.SaliencyMetrics(threads=1)
+    m.update(torch.from_numpy(p), torch.from_numpy(d), torch.from_numpy(f))
+    assert torch.get_num_threads() == 2
