@@ -90,6 +90,8 @@ def test_raw_snapshot_push_remove_cache_pull(tmp_path, dvc_env):
     md5 = mj.track_raw(repo, str(VENV_BIN / "dvc"), mj._env(repo))
     assert md5.endswith(".dir") and md5 != yaml.safe_load((REPO / "data.dvc").read_text())["outs"][0]["md5"]
     _dvc(repo, "push", "-r", "s3", "data.dvc")
+    _dvc(repo, "push", "data.dvc")  # the default remote: the embedded local folder
+    assert len([p for p in (repo / ".dvc" / "remote-local").rglob("*") if p.is_file()]) == 6 + 2 + 1
 
     from salnas_core.tracking import storage
     assert len(storage.list_prefix(prefix)) == 6 + 2 + 1  # images, fixations.json, LICENSE, .dir listing
