@@ -30,8 +30,8 @@ def supernets():
     torch.manual_seed(0)
     nets = {}
     for name in SPACE_NAMES:
-        net = create_supernet(name, pretrained=(name == "lite"))
-        if name != "lite":
+        net = create_supernet(name, pretrained=name.startswith("lite"))  # lite, lite2: ImageNet weights
+        if not name.startswith("lite"):
             _randomise_bn(net)
         nets[name] = net.eval()
     return nets
@@ -159,15 +159,27 @@ def test_recalibrate_bn_is_the_same_for_supernet_and_extracted_subnet():
         recalibrate_bn(before, [], n_batches=2)
 
 
-# ---- EfficientNet-Lite0 reference: an independent functional re-implementation -------------
-LITE0_BLOCKS = [  # (stride, in, out) of the 16 blocks of EfficientNet-Lite0
-    (1, 32, 16), (2, 16, 24), (1, 24, 24), (2, 24, 40), (1, 40, 40), (2, 40, 80), (1, 80, 80), (1, 80, 80),
-    (1, 80, 112), (1, 112, 112), (1, 112, 112), (2, 112, 192), (1, 192, 192), (1, 192, 192), (1, 192, 192),
-    (1, 192, 320)]
-STAGE_ENDS = [0, 2, 4, 7, 10, 14, 15]
+# ---- EfficientNet-Lite reference: an independent functional re-implementation -------------
+# per stage (stride, repeats, out width), written from the papers' tables, not from spaces.lite
+LITE_STAGES = {
+    "lite0": [(1, 1, 16), (2, 2, 24), (2, 2, 40), (2, 3, 80), (1, 3, 112), (2, 4, 192), (1, 1, 320)],
+    # Lite2 = Lite0 x1.1 width, x1.2 depth (stem, head, first/last repeats fixed)
+    "lite2": [(1, 1, 16), (2, 3, 24), (2, 3, 48), (2, 4, 88), (1, 4, 120), (2, 5, 208), (1, 1, 352)],
+}
 
 
-def _ref_lite0_features(sd, x):
+def _lite_blocks(variant):
+    """(stride, in, out) of every block, and the index of each stage's last block."""
+    blocks, ends, cin = [], [], 32
+    for stride, n, cout in LITE_STAGES[variant]:
+        for j in range(n):
+            blocks.append((stride if j == 0 else 1, cin, cout))
+            cin = cout
+        ends.append(len(blocks) - 1)
+    return blocks, ends
+
+
+def _ref_lite_features(sd, x, variant="lite0"):
     def bn(t, p):
         return F.batch_norm(t, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"],
                             sd[p + ".bias"], False, 0.0, 1e-3)
@@ -180,9 +192,10 @@ def _ref_lite0_features(sd, x):
             pads += [total // 2, total - total // 2]
         return F.conv2d(F.pad(t, pads), w, None, stride, 0, 1, groups)
 
+    blocks, stage_ends = _lite_blocks(variant)
     x = F.relu6(bn(conv(x, sd["_conv_stem.weight"], 2), "_bn0"))
     feats = [x]
-    for i, (stride, cin, cout) in enumerate(LITE0_BLOCKS):
+    for i, (stride, cin, cout) in enumerate(blocks):
         p = f"_blocks.{i}."
         y = x
         if p + "_expand_conv.weight" in sd:
@@ -190,7 +203,7 @@ def _ref_lite0_features(sd, x):
         y = F.relu6(bn(conv(y, sd[p + "_depthwise_conv.weight"], stride, y.shape[1]), p + "_bn1"))
         y = bn(conv(y, sd[p + "_project_conv.weight"]), p + "_bn2")
         x = y + x if stride == 1 and cin == cout else y
-        if i in STAGE_ENDS:
+        if i in stage_ends:
             feats.append(x)
     feats.append(F.relu6(bn(conv(x, sd["_conv_head.weight"]), "_bn1")))
     return feats
@@ -204,7 +217,7 @@ def test_lite_max_encoder_reproduces_efficientnet_lite0(supernets):
     net.sample_max_subnet()
     x = torch.randn(1, 3, 96, 160, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        ours, ref = net.encode(x), _ref_lite0_features(sd, x)
+        ours, ref = net.encode(x), _ref_lite_features(sd, x)
         static = net.get_active_subnet().eval().encode(x)
     assert len(ours) == len(ref) == 9
     for i, (a, b, c) in enumerate(zip(ours, ref, static)):
@@ -218,6 +231,30 @@ def test_lite_max_encoder_reproduces_efficientnet_lite0(supernets):
     fresh = create_supernet("lite", pretrained=False).eval()
     with torch.no_grad():
         assert (fresh.encode(x)[-1] - ref[-1]).abs().max() > 1e-2  # the match is not a coincidence
+
+
+def test_lite2_max_encoder_reproduces_efficientnet_lite2(supernets):
+    from salnas_core.spaces.lite import LITE2, lite0_weights_path, load_pretrained, weights_path
+
+    sd = torch.load(weights_path(LITE2), map_location="cpu", weights_only=True)
+    assert sum(1 for k in sd if k.endswith("_project_conv.weight")) == 21  # Lite2's block count
+    net = supernets["lite2"]
+    net.sample_max_subnet()
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, ref = net.encode(x), _ref_lite_features(sd, x, "lite2")
+        static = net.get_active_subnet().eval().encode(x)
+    assert len(ours) == len(ref) == 9
+    for i, (a, b, c) in enumerate(zip(ours, ref, static)):
+        assert a.shape == b.shape, i
+        assert (a - b).abs().max().item() <= 1e-4, f"feature {i}: {(a - b).abs().max().item()}"
+        assert (c - b).abs().max().item() <= 1e-4
+    assert ref[-1].abs().max() > 0.1  # not a degenerate all-zero feature map
+    assert torch.equal(net.stages[5][4].dw.conv.weight, sd["_blocks.19._depthwise_conv.weight"])
+    # the wrong variant's file is refused, naming it, before anything is copied
+    with pytest.raises(ValueError, match=r"lite0-57934424\.pth: _blocks\.3\._depthwise_conv\.weight has shape"):
+        load_pretrained(LITE2, net, lite0_weights_path())
+    assert torch.equal(net.stages[1][2].dw.conv.weight, sd["_blocks.3._depthwise_conv.weight"])
 
 
 # ---- the paper's counts (AttentiveNAS static model, 288x384) --------------------------------

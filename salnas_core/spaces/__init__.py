@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .base import CONFIG_KEYS, SpaceSpec, StageSpec
-from .lite import LITE
+from .lite import LITE, LITE2_SPACE
 from .salnas import SALNAS
 
 SPACES: dict[str, SpaceSpec] = {}
@@ -31,6 +31,7 @@ def list_spaces() -> list[str]:
 
 
 register_space(LITE)
+register_space(LITE2_SPACE)
 register_space(SALNAS)
 
 __all__ = ["SPACES", "DEFAULT_SPACE", "CONFIG_KEYS", "SpaceSpec", "StageSpec", "get_space", "list_spaces",
