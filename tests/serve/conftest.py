@@ -11,6 +11,18 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread for these small nets: on a busy 2-core runner torch's 2-thread pool
+    spins and costs several times the CPU (measured 1.7 s vs 0.25 s per forward); restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _randomise_bn(net, seed: int = 0) -> None:
     """Non-trivial BN statistics, so folding them into convolutions is really exercised."""
     import torch
