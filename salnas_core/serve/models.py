@@ -137,19 +137,20 @@ def load_registry_model(uri: str) -> LoadedModel:
 
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_registry_uri(tracking_uri())
-    dest = Path(tempfile.mkdtemp(prefix="salnas-model-"))
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
-    except Exception as e:  # mlflow raises its own exception types for missing names/aliases
-        raise ModelNotFoundError(f"{uri}: not found in the registry at {tracking_uri()} ({type(e).__name__}: {e})") from None
-    path = local if local.is_file() else _model_file_in(local)
-    if path is None:
-        pts = sorted(local.rglob("*.pt"))
-        if len(pts) != 1:
-            raise ModelNotFoundError(f"{uri}: the registered artifacts hold no single model .pt file "
-                                     f"(found {[p.name for p in pts]})")
-        path = pts[0]
-    return load_model_file(path, source=uri)
+    with tempfile.TemporaryDirectory(prefix="salnas-model-") as dest:  # weights end up in memory
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dest))
+        except Exception as e:  # mlflow raises its own exception types for missing names/aliases
+            raise ModelNotFoundError(f"{uri}: not found in the registry at {tracking_uri()} "
+                                     f"({type(e).__name__}: {e})") from None
+        path = local if local.is_file() else _model_file_in(local)
+        if path is None:
+            pts = sorted(local.rglob("*.pt"))
+            if len(pts) != 1:
+                raise ModelNotFoundError(f"{uri}: the registered artifacts hold no single model .pt file "
+                                         f"(found {[p.name for p in pts]})")
+            path = pts[0]
+        return load_model_file(path, source=uri)
 
 
 def resolve_model(spec: Any = None, *, runs_dir: str | os.PathLike | None = None) -> LoadedModel:
