@@ -98,7 +98,10 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "search_osie"))
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--no-ablation", dest="ablation", action="store_false", help="skip fine-tuning without Self-KD")
+    ap.add_argument("--search-set", action="append", default=[], help="search override KEY=VALUE")
+    ap.add_argument("--distill-set", action="append", default=[], help="distill override KEY=VALUE")
     ap.add_argument("--eval-set", action="append", default=[], help="evaluate override KEY=VALUE")
+    ap.add_argument("--ablation-variant", default=None, help="fine-tune only this variant without Self-KD")
     ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"))
     args = ap.parse_args()
     os.environ.setdefault("SALNAS_TRACKING", "off")
@@ -112,12 +115,15 @@ def main() -> None:
     times: list = []
     started = time.strftime("%Y-%m-%d %H:%M")
     mach = machine()
-    s = timed("search", times, search.run, args.supernet, args.data, out / "search", preset=args.preset, track=False)
+    s_over, d_over = parse_set(args.search_set), parse_set(args.distill_set)
+    timed("search", times, search.run, args.supernet, args.data, out / "search", preset=args.preset,
+          overrides=s_over, track=False)
     d = timed("distill (Self-KD)", times, distill.run, out / "search" / "variants.json", args.supernet, args.data,
-              out / "distill", preset=args.preset, track=False)
+              out / "distill", preset=args.preset, overrides=d_over, track=False)
     if args.ablation:
         d0 = timed("distill (no Self-KD)", times, distill.run, out / "search" / "variants.json", args.supernet,
-                   args.data, out / "distill_nokd", preset=args.preset, self_kd=False, track=False)
+                   args.data, out / "distill_nokd", variant=args.ablation_variant, preset=args.preset,
+                   self_kd=False, overrides=d_over, track=False)
     data = [args.data] + ([args.cross] if args.cross else [])
     ev_over = parse_set(args.eval_set)
     e = timed("evaluate", times, evaluate.run, out / "distill", data, out / "evaluate", search=out / "search",
@@ -138,6 +144,9 @@ def main() -> None:
          "| step | wall s | CPU s |", "|---|---|---|"]
     L += [f"| {k} | {w:.0f} | {c:.0f} |" for k, w, c in times]
     L += [f"| total | {sum(t[1] for t in times):.0f} | {sum(t[2] for t in times):.0f} |", ""]
+    over = {"search": s_over, "distill": d_over, "evaluate": ev_over}
+    if any(over.values()):
+        L += [f"Overrides of the presets for this run: `{json.dumps({k: v for k, v in over.items() if v})}`.", ""]
     pr = cands["predictor"]
     L += [f"Search: {cands['n']} candidates scored (BN recalibrated on {cands.get('score_input_size')} training "
           f"images' batches, selection score on the validation subset); latency `{cands['latency']['mode']}` on "
@@ -161,7 +170,7 @@ def main() -> None:
     L += ["", "Distillation (validation selection score on the distill step's validation subset; lower is better):",
           "", "| variant | extracted (BN recal.) | Self-KD distilled | no Self-KD | chosen |", "|---|---|---|---|---|"]
     for k, v in d.items():
-        nk = d0[k]["with"]["score"] if args.ablation else None
+        nk = d0[k]["with"]["score"] if args.ablation and k in d0 else None
         L.append(f"| {k} | {v['without']['score']:.3f} | {v['with']['score']:.3f} | {f3(nk)} | {v['chosen']} |")
     rows = [r for r in e["rows"] if not r["blur"]]
     if args.ablation:
