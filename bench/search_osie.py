@@ -103,6 +103,9 @@ def main() -> None:
     ap.add_argument("--eval-set", action="append", default=[], help="evaluate override KEY=VALUE")
     ap.add_argument("--ablation-variant", default=None, help="fine-tune only this variant without Self-KD")
     ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"))
+    ap.add_argument("--report-only", action="store_true", help="only rewrite the results section from OUT")
+    ap.add_argument("--times-from-log", default=None, help="with --report-only: step times from a run's log")
+    ap.add_argument("--run-command", default=None, help="with --report-only: the command of the run reported")
     args = ap.parse_args()
     os.environ.setdefault("SALNAS_TRACKING", "off")
 
@@ -115,28 +118,40 @@ def main() -> None:
     times: list = []
     started = time.strftime("%Y-%m-%d %H:%M")
     mach = machine()
-    s_over, d_over = parse_set(args.search_set), parse_set(args.distill_set)
-    timed("search", times, search.run, args.supernet, args.data, out / "search", preset=args.preset,
-          overrides=s_over, track=False)
-    d = timed("distill (Self-KD)", times, distill.run, out / "search" / "variants.json", args.supernet, args.data,
-              out / "distill", preset=args.preset, overrides=d_over, track=False)
-    if args.ablation:
-        d0 = timed("distill (no Self-KD)", times, distill.run, out / "search" / "variants.json", args.supernet,
-                   args.data, out / "distill_nokd", variant=args.ablation_variant, preset=args.preset,
-                   self_kd=False, overrides=d_over, track=False)
-    data = [args.data] + ([args.cross] if args.cross else [])
-    ev_over = parse_set(args.eval_set)
-    e = timed("evaluate", times, evaluate.run, out / "distill", data, out / "evaluate", search=out / "search",
-              preset=args.preset, overrides=ev_over, track=False)
-    if args.ablation:
-        e0 = timed("evaluate (no Self-KD models)", times, evaluate.run, out / "distill_nokd", [args.data],
-                   out / "evaluate_nokd", preset=args.preset, overrides=ev_over, efficiency=False, track=False)
+    s_over, d_over, ev_over = parse_set(args.search_set), parse_set(args.distill_set), parse_set(args.eval_set)
+    if args.report_only:
+        times = [tuple(t) for t in json.loads((out / "times.json").read_text())] if (out / "times.json").exists() else []
+        if args.times_from_log:  # "[bench] label: W s wall, C s CPU" lines of an earlier run's log
+            import re
 
+            times = [(m[1], float(m[2]), float(m[3])) for m in
+                     re.finditer(r"\[bench\] (.+?): (\d+) s wall, (\d+) s CPU", Path(args.times_from_log).read_text())]
+    else:
+        timed("search", times, search.run, args.supernet, args.data, out / "search", preset=args.preset,
+              overrides=s_over, track=False)
+        timed("distill (Self-KD)", times, distill.run, out / "search" / "variants.json", args.supernet, args.data,
+              out / "distill", preset=args.preset, overrides=d_over, track=False)
+        if args.ablation:
+            timed("distill (no Self-KD)", times, distill.run, out / "search" / "variants.json", args.supernet,
+                  args.data, out / "distill_nokd", variant=args.ablation_variant, preset=args.preset,
+                  self_kd=False, overrides=d_over, track=False)
+        data = [args.data] + ([args.cross] if args.cross else [])
+        timed("evaluate", times, evaluate.run, out / "distill", data, out / "evaluate", search=out / "search",
+              preset=args.preset, overrides=ev_over, track=False)
+        if args.ablation:
+            timed("evaluate (no Self-KD models)", times, evaluate.run, out / "distill_nokd", [args.data],
+                  out / "evaluate_nokd", preset=args.preset, overrides=ev_over, efficiency=False, track=False)
+        (out / "times.json").write_text(json.dumps(times))
+    d = {p.parent.name: json.loads(p.read_text()) for p in sorted((out / "distill").glob("*/metrics.json"))}
+    d0 = {p.parent.name: json.loads(p.read_text()) for p in sorted((out / "distill_nokd").glob("*/metrics.json"))}
+    e = json.loads((out / "evaluate" / "metrics.json").read_text())
+    e0 = json.loads((out / "evaluate_nokd" / "metrics.json").read_text()) if (out / "evaluate_nokd" / "metrics.json").exists() else {"rows": []}
+    args.ablation = bool(d0)
     cands = json.loads((out / "search" / "candidates.json").read_text())
     pareto = json.loads((out / "search" / "pareto.json").read_text())
     variants = json.loads((out / "search" / "variants.json").read_text())
     eff = json.loads((out / "evaluate" / "efficiency.json").read_text())["rows"]
-    cmd = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, REPO)] + sys.argv[1:])
+    cmd = args.run_command or ("python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, REPO)] + sys.argv[1:]))
     L = [TITLE, "",
          f"Run {started} on {mach}; torch {torch.__version__}, {torch.get_num_threads()} threads; presets "
          f"`{args.preset}`; supernet `{args.supernet}`. Command: `{cmd}`. The machine was shared with other "
@@ -144,7 +159,7 @@ def main() -> None:
          "| step | wall s | CPU s |", "|---|---|---|"]
     L += [f"| {k} | {w:.0f} | {c:.0f} |" for k, w, c in times]
     L += [f"| total | {sum(t[1] for t in times):.0f} | {sum(t[2] for t in times):.0f} |", ""]
-    over = {"search": s_over, "distill": d_over, "evaluate": ev_over}
+    over = {"search": s_over, "distill": d_over, "evaluate": ev_over}  # as given to this invocation
     if any(over.values()):
         L += [f"Overrides of the presets for this run: `{json.dumps({k: v for k, v in over.items() if v})}`.", ""]
     pr = cands["predictor"]
@@ -156,7 +171,7 @@ def main() -> None:
           f"(n={pr['held_out_spearman']['n']}, {pr['held_out_spearman']['folds']}-fold), screening rho "
           f"{f3(pr['screening_spearman']['spearman'])} (n={pr['screening_spearman']['n']}). Skipped budgets: "
           f"{cands['skipped_budgets'] or 'none'}.", "",
-          "Pareto front (score against MACs at 288x384):", "", "| GMACs | Mparams | latency ms | score |",
+          f"Pareto front (score against MACs at input {cands['cost_input_size']}):", "", "| GMACs | Mparams | latency ms | score |",
           "|---|---|---|---|"]
     L += [f"| {c['macs'] / 1e9:.3f} | {c['params'] / 1e6:.2f} | {c['latency_ms']:.1f} | {c['score']:.3f} |"
           for c in pareto["front_macs"]]
@@ -188,7 +203,7 @@ def main() -> None:
     blurred = [r for r in e["rows"] if r["blur"]]
     if blurred:
         L += ["", "With the paper's blur (11x11, sigma 10.5):", ""] + table(blurred)
-    L += ["", "Efficiency (input 288x384 for every model):", ""]
+    L += ["", "Efficiency (the same input for every model):", ""]
     from salnas_core.evaluate.efficiency import efficiency_markdown
 
     L += efficiency_markdown(eff).splitlines()

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -88,22 +89,32 @@ class EnergyMeter:
             self.watts = float(gpu_watts or 300.0)
             self.method = f"estimate: GPU board power {self.watts:.0f} W x wall time (no NVML counter readable)"
         else:
-            self.watts = cpu_watts_per_core * threads
-            self.method = (f"estimate: {cpu_watts_per_core:g} W per core (CPU TDP share) x {threads} threads "
-                           "x wall time (no RAPL counter readable)")
+            # per busy core x this process's CPU seconds: on a shared machine the wall time would
+            # charge us for other jobs' load
+            self.watts = cpu_watts_per_core
+            self.method = (f"estimate: {cpu_watts_per_core:g} W per busy core (CPU TDP share) x process CPU "
+                           "seconds (no RAPL counter readable)")
+
+    @staticmethod
+    def _cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
 
     def __enter__(self) -> "EnergyMeter":
-        self.t0 = time.perf_counter()
+        self.t0, self.c0 = time.perf_counter(), self._cpu()
         self.e0 = self._read() if self.counter else None
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.seconds = time.perf_counter() - self.t0
+        self.cpu_seconds = self._cpu() - self.c0
         if self.counter:
             e1 = self._read()
             self.joules = (e1 - self.e0) if (e1 is not None and self.e0 is not None and e1 >= self.e0) else float("nan")
-        else:
+        elif self.device.startswith("cuda"):
             self.joules = self.watts * self.seconds
+        else:
+            self.joules = self.watts * self.cpu_seconds
 
 
 # ---- peak memory -----------------------------------------------------------------------------
@@ -185,6 +196,8 @@ def efficiency_row(name: str, model: Any, model_path: str | Path | None = None,
     row["energy_j_per_1000"] = meter.joules / n_img * 1000
     row["co2_g_per_1000"] = row["energy_j_per_1000"] / 3.6e6 * grid_gco2_per_kwh
     row["energy_method"] = meter.method
+    row["cpu_seconds_b32"] = meter.cpu_seconds
+    row["wall_seconds_b32"] = meter.seconds
     row["grid_gco2_per_kwh"] = grid_gco2_per_kwh
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
