@@ -41,8 +41,16 @@ def functional_rows(name, p, d, f, o, b):
     return np.array([FUNCTIONAL[name](p[i], d[i], f[i], o[i], b) for i in range(len(p))])
 
 
+@pytest.fixture(params=["numba", "torch"])
+def cpu_path(request, monkeypatch):
+    """Both CPU code paths: the fused numba kernels (default) and the torch ops (GPU path)."""
+    if request.param == "torch":
+        monkeypatch.setattr(Bm, "CPU_KERNELS", False)
+    return request.param
+
+
 @pytest.mark.parametrize("name", Bm.ALL_NAMES)
-def test_batch_functions_equal_functional_per_image(name):
+def test_batch_functions_equal_functional_per_image(name, cpu_path):
     p, d, f, o, b = make_batch(0)
     want = functional_rows(name, p, d, f, o, b)
     t = torch.from_numpy
@@ -191,7 +199,33 @@ def test_bucketed_counting_is_exact_on_adversarial_values():
     assert np.array_equal(Bm._count_ge_bucketed(s, t), want)
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 100])
+def test_numba_counting_is_exact_on_adversarial_values():
+    """_cpu._count_ge (bucket 4096 + comparisons) on the same adversarial values, plus a bucket
+    crowded with thresholds (its binary-search branch)."""
+    from salnas_core.metrics import _cpu
+    rng = np.random.default_rng(1)
+    base = rng.random(5000)
+    edges = np.arange(0, 4096, 37) / 4096
+    crowd = 0.3 + rng.random(400) * 1e-5                   # one bucket, many thresholds
+    s = np.concatenate([base, np.nextafter(base[:500], 2), np.nextafter(base[:500], -1), edges,
+                        np.nextafter(edges[1:], -1), [0.0, 0.0, 1.0, 1.0], np.full(300, 0.5), crowd])
+    t = np.sort(np.concatenate([rng.choice(s, 150), crowd[:120], [0.0, 1.0, 0.5, edges[3]]]))
+    want = np.array([(s >= x).sum() for x in t])
+    assert np.array_equal(_cpu._count_ge(s, 0.0, 1.0, t), want)   # (s - 0) / 1 == s exactly
+
+
+def test_numba_colon_equals_scalar():
+    from salnas_core.metrics import _cpu
+    from salnas_core.metrics.functional import matlab_colon
+    rng = np.random.default_rng(0)
+    bs = np.concatenate([rng.random(300), np.arange(11) / 10, np.arange(11) * 0.1,
+                         1 - np.arange(11) * 0.1, [0.0, 1.0, 0.95, 0.049999, 0.05, 3.0]])
+    for step in (0.1, 0.05, 0.25, 1.0, 2.0):
+        for bv in bs:
+            assert np.array_equal(_cpu._colon_desc(bv, step), matlab_colon(0, step, bv)[::-1])
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3, 100])   # None: the numba kernels on CPU
 def test_chunking_does_not_change_values(chunk):
     p, d, f, o, b = make_batch(9)
     t = torch.from_numpy

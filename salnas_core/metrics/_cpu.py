@@ -1,0 +1,370 @@
+"""Fused CPU kernels (numba) for the batched metrics: every per-pixel quantity of the suite in
+three passes over each map instead of one torch op per statistic.
+
+Each kernel computes, element for element, the same float64 expressions as
+salnas_core.metrics.functional (the same min-max map `(x - lo) / (hi - lo)`, the same KLD
+ratio, the same Matlab colon thresholds), so values differ from the functional ones only by
+summation order (sums are blocked: error ~ (block + N/block) eps, tested at 1e-12).
+Used by batched._evaluate on CPU when numba imports (`batched.CPU_KERNELS`); the torch code
+remains the GPU path and the fallback.
+"""
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+import torch
+
+from .functional import EPS, borji_sample_indices, jitter_noise, shuffled_sample_indices
+
+_BLOCK = 512          # blocked summation: partial sums of 512 values, then the total
+_G = 4096             # AUC-Judd: value buckets for locating a pixel among the thresholds
+_jit = nb.njit(cache=True, nogil=True, error_model="numpy")
+# sums may be reordered (vectorised): only the summation order changes, never an element's value
+_jit_sum = nb.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+
+
+# ----------------------------------------------------------------------------- per-pixel passes
+@_jit_sum
+def _stats(x):
+    """lo, hi, sum of one map (float64), and whether every value is finite."""
+    n = x.size
+    lo, hi, tot, ok = np.inf, -np.inf, 0.0, True
+    for s in range(0, n, _BLOCK):
+        part = 0.0
+        for i in range(s, min(s + _BLOCK, n)):
+            v = np.float64(x[i])
+            if not (v - v == 0.0):          # NaN or +-inf
+                ok = False
+            lo = min(lo, v)
+            hi = max(hi, v)
+            part += v
+        tot += part
+    return lo, hi, tot, ok
+
+
+@_jit
+def _nonzero(f):
+    """Flat indices of f > 0 and whether some value is negative (or NaN)."""
+    n = f.size
+    cnt, bad = 0, 0
+    for i in range(n):                             # branch-free: vectorised
+        v = f[i]
+        cnt += v > 0
+        bad |= not (v >= 0)
+    out = np.empty(cnt, np.int64)
+    k = 0
+    for i in range(n):
+        if f[i] > 0:
+            out[k] = i
+            k += 1
+    return out, bad != 0
+
+
+@_jit_sum
+def _pass2(p, d, mp, md, lo_p, rng_p, lo_d, rng_d, sp, sd, r, want_kld):
+    """Centred sums for CC/NSS, sums of the min-max maps (SIM, IG), and the KLD log argument
+    eps + D/(S + eps) (sum-normalised maps) written to r, for a vectorised log afterwards."""
+    n = p.size
+    css_p, css_d, dot, mm_p, mm_d = 0.0, 0.0, 0.0, 0.0, 0.0
+    for s in range(0, n, _BLOCK):
+        a0, a1, a2, a3, a4 = 0.0, 0.0, 0.0, 0.0, 0.0
+        for i in range(s, min(s + _BLOCK, n)):
+            x = np.float64(p[i])
+            y = np.float64(d[i])
+            cx = x - mp
+            cy = y - md
+            a0 += cx * cx
+            a1 += cy * cy
+            a2 += cx * cy
+            a3 += (x - lo_p) / rng_p
+            a4 += (y - lo_d) / rng_d
+            if want_kld:
+                r[i] = EPS + (y / sd) / (x / sp + EPS)
+        css_p += a0
+        css_d += a1
+        dot += a2
+        mm_p += a3
+        mm_d += a4
+    return css_p, css_d, dot, mm_p, mm_d
+
+
+@_jit_sum
+def _kld_dot(d, r, sd):
+    """KLD = sum(D .* log(...)) with D = d / sd and r holding the log."""
+    kl = 0.0
+    for i in range(d.size):
+        kl += (np.float64(d[i]) / sd) * r[i]
+    return kl
+
+
+@_jit_sum
+def _sim_sum(p, d, mode_p, lo_p, rng_p, sa, mode_d, lo_d, rng_d, sb):
+    """SIM = sum(min(P, D)) with each map's distribution: mode 0 all-zero, 1 uniform (constant
+    map), 2 min-max then sum-normalised."""
+    n = p.size
+    sm = 0.0
+    if mode_p == 2 and mode_d == 2:                # the usual case: a branch-free loop
+        for i in range(n):
+            u = ((np.float64(p[i]) - lo_p) / rng_p) / sa
+            v = ((np.float64(d[i]) - lo_d) / rng_d) / sb
+            sm += min(u, v)
+        return sm
+    un = 1.0 / n
+    for i in range(n):
+        u = ((np.float64(p[i]) - lo_p) / rng_p) / sa if mode_p == 2 else (un if mode_p == 1 else 0.0)
+        v = ((np.float64(d[i]) - lo_d) / rng_d) / sb if mode_d == 2 else (un if mode_d == 1 else 0.0)
+        sm += min(u, v)
+    return sm
+
+
+@_jit
+def _count_ge(p, lo, rng, t_asc):
+    """#(S >= t) for each threshold t of t_asc (sorted ascending, in [0, 1]), S the min-max map.
+    Exact: each pixel is located among the thresholds by bucket floor(S * 4096) (an exact
+    scaling, so bucket order agrees with value order), then by comparisons within its bucket."""
+    K = t_asc.size
+    first = np.zeros(_G + 2, np.int64)            # first[g] = #thresholds in buckets < g
+    for k in range(K):
+        g = min(int(t_asc[k] * _G), _G - 1)
+        first[g + 1] += 1
+    for g in range(1, _G + 2):
+        first[g] += first[g - 1]
+    # hist[j] = #pixels with j thresholds <= S; 4 interleaved copies, as neighbouring pixels
+    # mostly hit the same bin (a chain of dependent increments otherwise)
+    hist4 = np.zeros((4, K + 1), np.int64)
+    for i in range(p.size):
+        v = (np.float64(p[i]) - lo) / rng
+        g = min(int(v * _G), _G - 1)
+        a, b = first[g], first[g + 1]
+        while b - a > 8:                           # binary search in a crowded bucket
+            m = (a + b) // 2
+            if t_asc[m] <= v:
+                a = m + 1
+            else:
+                b = m
+        while a < b and t_asc[a] <= v:
+            a += 1
+        hist4[i & 3, a] += 1
+    hist = hist4.sum(0)
+    above = np.empty(K, np.int64)                  # S >= t_asc[j]  <=>  j+1 thresholds <= S
+    acc = 0
+    for j in range(K, 0, -1):
+        acc += hist[j]
+        above[j - 1] = acc
+    return above
+
+
+# ----------------------------------------------------------------------------- sampled AUCs
+@_jit
+def _colon_desc(b, d):
+    """fliplr(0:d:b) exactly as functional.matlab_colon(0, d, b) builds it (b >= 0)."""
+    tol = 2.0 * EPS * abs(b)
+    if d == 1.0:
+        n = np.floor(b)
+    elif d == np.floor(d):
+        n = np.floor(b / d)
+    else:
+        x = b / d
+        n = np.floor(x) + (1.0 if x - np.floor(x) >= 0.5 else 0.0)
+        if 0.0 + n * d - b > tol:
+            n -= 1.0
+    c = 0.0 + n * d
+    if c - b > -tol:
+        c = b
+    ni = int(n)
+    v = np.zeros(ni + 1)
+    for k in range(ni // 2 + 1):
+        v[k] = 0.0 + k * d
+    for k in range(ni // 2 + 1):
+        v[ni - k] = c - k * d
+    if ni % 2 == 0:
+        v[ni // 2] = (0.0 + c) / 2
+    return v[::-1]
+
+
+@_jit
+def _step_auc_mean(sth, randfix, step, n_neg):
+    """functional._step_auc averaged over splits: per split thresholds fliplr(0:step:max),
+    tp = #(sth >= thr)/Nfix, fp = #(negatives >= thr)/n_neg, trapz with (0,0) and (1,1)."""
+    S, M = randfix.shape
+    nfix = sth.size
+    top = sth.max()
+    total = 0.0
+    for k in range(S):
+        cur = randfix[k]
+        thr = _colon_desc(max(top, cur.max()), step)
+        T = thr.size
+        xs = np.empty(T + 2)
+        ys = np.empty(T + 2)
+        xs[0], ys[0], xs[T + 1], ys[T + 1] = 0.0, 0.0, 1.0, 1.0
+        for t in range(T):
+            h = thr[t]
+            c1 = 0
+            for j in range(nfix):
+                c1 += sth[j] >= h
+            c2 = 0
+            for j in range(M):
+                c2 += cur[j] >= h
+            ys[t + 1] = c1 / nfix
+            xs[t + 1] = c2 / n_neg
+        auc = 0.0
+        for t in range(T + 1):
+            auc += (xs[t + 1] - xs[t]) * (ys[t + 1] + ys[t]) / 2.0
+        total += auc
+    return total / S
+
+
+# ----------------------------------------------------------------------------- driver
+def _np(t: torch.Tensor) -> np.ndarray:
+    """(B, H, W) tensor -> (B, N) numpy view; bool as uint8, other dtypes than float32/64,
+    uint8 and ints as float64 (numba compiles one kernel per dtype)."""
+    t = t.reshape(t.shape[0], -1)
+    if t.dtype == torch.bool:
+        t = t.view(torch.uint8)
+    elif t.dtype not in (torch.float32, torch.float64, torch.uint8, torch.int32, torch.int64):
+        t = t.to(torch.float64)
+    return np.ascontiguousarray(t.numpy())
+
+
+def _map_stats(a: np.ndarray, name: str) -> tuple[float, float, float]:
+    lo, hi, tot, ok = _stats(a)
+    if not ok:
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return lo, hi, tot
+
+
+def _fixated(a: np.ndarray, name: str) -> np.ndarray:
+    idx, bad = _nonzero(a)
+    if bad:
+        raise ValueError(f"{name}: a fixation map must be non-negative (1 at fixated pixels)")
+    return idx
+
+
+def _minmax_at(a: np.ndarray, idx: np.ndarray, lo: float, rng: float) -> np.ndarray:
+    return (a[idx].astype(np.float64) - lo) / rng
+
+
+def _auc_judd(p: np.ndarray, idx: np.ndarray, lo: float, hi: float) -> float:
+    n_fix, n_pix = idx.size, p.size
+    if n_fix == 0:
+        return math.nan
+    if hi == lo:
+        return 0.5
+    if n_fix == n_pix:
+        return math.nan
+    rng = hi - lo
+    t_asc = np.sort(_minmax_at(p, idx, lo, rng))
+    above = _count_ge(p, lo, rng, t_asc)[::-1]               # aligned with thresholds desc
+    i = np.arange(1, n_fix + 1, dtype=np.float64)
+    tp = np.concatenate([[0.0], i / n_fix, [1.0]])
+    fp = np.concatenate([[0.0], (above - i) / (n_pix - n_fix), [1.0]])
+    return float((np.diff(fp) * (tp[1:] + tp[:-1]) / 2.0).sum())
+
+
+def evaluate(names, x: dict[str, torch.Tensor], opts: dict, shared: dict) -> dict[str, torch.Tensor]:
+    """Per-image values (B,) of each named metric on CPU (same rules as batched._SPECS)."""
+    P = _np(x["pred"])
+    B, N = P.shape
+    need_d = any(n in names for n in ("cc", "kld", "sim"))
+    need_f = any(n in names for n in ("nss", "auc_judd", "auc_borji", "sauc", "ig"))
+    D = _np(x["density"]) if need_d else None
+    Fx = _np(x["fixations"]) if need_f else None
+    O = _np(x["other_fixations"]) if "sauc" in names else None
+    n_splits, step, seed = opts.get("n_splits", 100), opts.get("step", 0.1), opts.get("seed", 0)
+    base = None
+    if "ig" in names:
+        Bl = _np(x["baseline"])
+        if Bl.shape[0] == 1 and "cpu_baseline" in shared:
+            base = shared["cpu_baseline"]
+        else:
+            base = []
+            for row in Bl:
+                lo, hi, _ = _map_stats(row, "baseline")
+                rng = hi - lo if hi != lo else 1.0
+                mm = float(_pass2(row, row, 0.0, 0.0, lo, rng, lo, rng, 1.0, 1.0,
+                                  np.empty(0), False)[3])
+                base.append((row, lo, hi, rng, mm))
+            if Bl.shape[0] == 1:
+                shared["cpu_baseline"] = base
+    out = {n: np.full(B, np.nan) for n in names}
+    r = np.empty(N) if "kld" in names else np.empty(0)
+    r_t = torch.from_numpy(r)
+    for b in range(B):
+        p = P[b]
+        lo_p, hi_p, s_p = _map_stats(p, "pred")
+        const_p = hi_p == lo_p
+        rng_p = 1.0 if const_p else hi_p - lo_p
+        if need_d:
+            d = D[b]
+            lo_d, hi_d, s_d = _map_stats(d, "density")
+            const_d = hi_d == lo_d
+            rng_d = 1.0 if const_d else hi_d - lo_d
+            if "kld" in names:
+                for nm, lo in (("pred", lo_p), ("density", lo_d)):
+                    if lo < 0:
+                        raise ValueError(f"kld: {nm} has negative values (min {lo:.4g}); KLD needs "
+                                         "non-negative maps (the MIT code would return a complex number)")
+            sp = s_p if s_p != 0 else 1.0
+            sd = s_d if s_d != 0 else 1.0
+            css_p, css_d, dot, mm_p, mm_d = _pass2(p, d, s_p / N, s_d / N, lo_p, rng_p, lo_d, rng_d,
+                                                   sp, sd, r, "kld" in names)
+            if "kld" in names:
+                torch.log_(r_t)                              # vectorised (SLEEF) log
+            mode_p = 2 if not const_p else (0 if hi_p == 0 else 1)
+            mode_d = 2 if not const_d else (0 if hi_d == 0 else 1)
+            if "cc" in names:
+                out["cc"][b] = 0.0 if (const_p or const_d) else dot / math.sqrt(css_p * css_d)
+            if "kld" in names:
+                out["kld"][b] = _kld_dot(d, r, sd)
+            if "sim" in names:
+                out["sim"][b] = _sim_sum(p, d, mode_p, lo_p, rng_p, mm_p if mm_p != 0 else 1.0,
+                                         mode_d, lo_d, rng_d, mm_d if mm_d != 0 else 1.0)
+        else:
+            css_p, mm_p = None, None
+        if not need_f:
+            continue
+        idx = _fixated(Fx[b], "fixations")
+        nf = idx.size
+        if "nss" in names and nf:
+            if const_p:
+                out["nss"][b] = 0.0
+            else:
+                if css_p is None:
+                    css_p, _, _, mm_p, _ = _pass2(p, p, s_p / N, s_p / N, lo_p, rng_p, lo_p, rng_p,
+                                                  1.0, 1.0, r, False)
+                std = math.sqrt(css_p / max(N - 1, 1))
+                out["nss"][b] = (p[idx].astype(np.float64).sum() / nf - s_p / N) / std
+        if "auc_judd" in names:
+            if opts.get("jitter", False):
+                pj = p.astype(np.float64) + jitter_noise(tuple(x["pred"].shape[-2:]), opts.get("seed", 0)).ravel()
+                lo_j, hi_j, _ = _map_stats(pj, "pred")
+                out["auc_judd"][b] = _auc_judd(pj, idx, lo_j, hi_j)
+            else:
+                out["auc_judd"][b] = _auc_judd(p, idx, lo_p, hi_p)
+        sth = None if const_p else _minmax_at(p, idx, lo_p, rng_p)
+        if "auc_borji" in names and nf:
+            if const_p:
+                out["auc_borji"][b] = 0.5
+            else:
+                ridx = borji_sample_indices(N, nf, n_splits, seed)
+                out["auc_borji"][b] = _step_auc_mean(sth, _minmax_at(p, ridx, lo_p, rng_p),
+                                                     float(step), float(nf))
+        if "sauc" in names and nf:
+            oidx = _fixated(O[b], "other_fixations")
+            if oidx.size:
+                if const_p:
+                    out["sauc"][b] = 0.5
+                else:
+                    ridx = shuffled_sample_indices(oidx, nf, n_splits, seed)
+                    out["sauc"][b] = _step_auc_mean(sth, _minmax_at(p, ridx, lo_p, rng_p),
+                                                    float(step), float(ridx.shape[1]))
+        if "ig" in names and nf:
+            if mm_p is None and not const_p:
+                mm_p = _pass2(p, p, 0.0, 0.0, lo_p, rng_p, lo_p, rng_p, 1.0, 1.0, r, False)[3]
+            pv = np.full(nf, 1.0 / N) if const_p else sth / mm_p
+            row, lo_b, hi_b, rng_b, mm_b = base[0] if len(base) == 1 else base[b]
+            qv = np.full(nf, 1.0 / N) if hi_b == lo_b else _minmax_at(row, idx, lo_b, rng_b) / mm_b
+            out["ig"][b] = float((np.log2(EPS + pv) - np.log2(EPS + qv)).sum() / nf)
+    return {n: torch.from_numpy(v) for n, v in out.items()}
