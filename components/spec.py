@@ -110,7 +110,8 @@ class StepDef:
     def output_key(self, name: str, form: str) -> str:
         """The KFP output name of output parameter `name` in component form `form`."""
         r = self.returned
-        return "Output" if (form == "python" and r is not None and r.name == name) else name
+        python_form = form == "python" or not self.container  # container=False: python in both
+        return "Output" if (python_form and r is not None and r.name == name) else name
 
     def argv(self, values: dict[str, Any]) -> list[str]:
         """The CLI argv (after `salnas`) for concrete values: artifact inputs/outputs are paths

@@ -74,7 +74,8 @@ STEPS: tuple[StepDef, ...] = (
                 Art("evaluations", "Artifact", "--evaluations", is_list=True)),
         outputs=(Art("candidate", "Model", "--out"),),
         params=(Param("model_name", str, "--model-name", default="salnas"),),
-        out_params=(OutParam("beats_champion", bool, "--beats-out"),
+        # returned: kfp.local resolves a dsl.If condition on a task's return value only
+        out_params=(OutParam("beats_champion", bool, "--beats-out", returned=True),
                     OutParam("candidate_score", float, "--score-out")),
     ),
     StepDef(

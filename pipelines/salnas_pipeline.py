@@ -115,7 +115,8 @@ def build_pipeline(form: str = "container", image: str | None = None, k8s: K8sSe
                            evaluations=dsl.Collected(evaluate.outputs["evaluation"]), model_name=model_name),
                  "gate")
         gate.set_caching_options(False)  # the champion may have moved since a cached run
-        with dsl.If(gate.outputs["beats_champion"] == True, name="beats-champion"):  # noqa: E712 (a KFP condition)
+        beats = gate.outputs[get_step("gate").output_key("beats_champion", form)]
+        with dsl.If(beats == True, name="beats-champion"):  # noqa: E712 (a KFP condition, not a bool)
             reg = k(c["register"](candidate=gate.outputs["candidate"], data=data, model_name=model_name), "register")
             reg.set_caching_options(False)
 

@@ -69,7 +69,9 @@ def test_dag_fan_out_over_budgets_then_gate_then_register(ir):
     gate_in = root["gate"]["inputs"]["artifacts"]
     assert {"models", "evaluations"} <= set(gate_in)
     conds = [t for t in root.values() if "triggerPolicy" in t]
-    assert len(conds) == 1 and "beats_champion" in conds[0]["triggerPolicy"]["condition"]
+    # the gate's decision is its return value ("Output": the only task output kfp.local's If resolves)
+    assert len(conds) == 1 and conds[0]["triggerPolicy"]["condition"] == \
+        "inputs.parameter_values['pipelinechannel--gate-Output'] == true"
     assert "gate" in conds[0]["dependentTasks"]
     inner = spec["components"][conds[0]["componentRef"]["name"]]["dag"]["tasks"]
     assert set(inner) == {"register"}
