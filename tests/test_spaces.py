@@ -92,3 +92,30 @@ def test_lite_max_is_efficientnet_lite0():
                                              ((10, 1000), 256, (32, 256))])
 def test_working_size_keeps_aspect_in_multiples_of_32(hw, res, expected):
     assert get_space("salnas").working_size(*hw, res) == expected
+
+
+@pytest.mark.parametrize("name", [n for n in SPACE_NAMES if n.startswith("lite")])
+def test_lite_max_config_is_read_off_the_shipped_weights(name):
+    """Stage widths, depths, kernels and expand ratios of the max subnet equal what the shipped
+    EfficientNet-Lite state_dict holds (blocks grouped into stages by output width)."""
+    import torch
+
+    from salnas_core.spaces.lite import LITE0, LITE2, weights_path
+
+    sp = get_space(name)
+    sd = torch.load(weights_path({"lite": LITE0, "lite2": LITE2}[name]), map_location="cpu", weights_only=True)
+    stages, cin = [], sd["_conv_stem.weight"].shape[0]
+    for i in range(sum(1 for k in sd if k.endswith("_project_conv.weight"))):
+        cout = sd[f"_blocks.{i}._project_conv.weight"].shape[0]
+        dw = sd[f"_blocks.{i}._depthwise_conv.weight"]
+        if not stages or stages[-1][0] != cout:
+            stages.append([cout, 0, dw.shape[-1], dw.shape[0] // cin])
+        stages[-1][1] += 1
+        cin = cout
+    cfg = sp.max_config()
+    assert cfg["width"] == [sd["_conv_stem.weight"].shape[0]] + [s[0] for s in stages]
+    assert cfg["depth"] == [s[1] for s in stages]
+    assert cfg["kernel_size"] == [s[2] for s in stages]
+    assert cfg["expand_ratio"] == [s[3] for s in stages]
+    assert sp.head_channels(cfg["width"][-1]) == sd["_conv_head.weight"].shape[0] == 1280
+    assert sp.normalization == "lite" and sp.act == "relu6" and sp.padding == "same"
