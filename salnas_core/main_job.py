@@ -214,7 +214,7 @@ def track_raw(repo: Path, dvc: str, env: dict[str, str]) -> str:
     return str(yaml.safe_load(dvc_file.read_text())["outs"][0].get("md5", "?"))
 
 
-def run(repo: str | os.PathLike | None = None, *, preset: str | None = None, dataset: str = "osie",
+def run(repo: str | os.PathLike | None = None, *, preset: str = "cpu", dataset: str = "osie",
         use_dvc: bool = True, push: str | None = None, limit: int | None = None) -> dict[str, Any]:
     """The main job; returns registered.json's content plus timings."""
     t0 = time.perf_counter()
@@ -225,7 +225,6 @@ def run(repo: str | os.PathLike | None = None, *, preset: str | None = None, dat
     from salnas_core.utils.params import load_params
 
     current = load_params(params_path)
-    preset = preset or (current.get("train_supernet") or {}).get("preset") or "cpu"
 
     # 1-2. data: the real eye-tracking data beside the repo, else generated
     src = shared_source(repo, dataset) if dataset in SHARED_DATASETS else None
@@ -310,9 +309,9 @@ def run(repo: str | os.PathLike | None = None, *, preset: str | None = None, dat
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default=None, choices=sorted(INGEST_LIMIT),
-                        help="tiny (tests, minutes) | cpu (the default in params.yaml) | paper (GPU); "
-                             "written into params.yaml's step sections when it differs")
+    parser.add_argument("--preset", default="cpu", choices=sorted(INGEST_LIMIT),
+                        help="cpu (default: the main job on 2 cores) | tiny (tests) | paper (GPU); written into "
+                             "params.yaml's step sections when it differs, so `dvc repro` reruns what changed")
     parser.add_argument("--dataset", default="osie", choices=SHARED_DATASETS,
                         help="which ../shared/data dataset (default osie); generated data when absent")
     parser.add_argument("--limit", type=int, default=None,
