@@ -3,8 +3,10 @@ three passes over each map instead of one torch op per statistic.
 
 Each kernel computes, element for element, the same float64 expressions as
 salnas_core.metrics.functional (the same min-max map `(x - lo) / (hi - lo)`, the same KLD
-ratio, the same Matlab colon thresholds), so values differ from the functional ones only by
-summation order (sums are blocked: error ~ (block + N/block) eps, tested at 1e-12).
+ratio, the same Matlab colon thresholds; a few products by a reciprocal instead of divisions,
+within an ulp per term), so values differ from the functional ones only by float64 rounding
+(sums are vectorised, i.e. reordered into SIMD lanes; tested at 1e-12). Comparisons that
+decide counts (AUC-Judd, Borji, sAUC) use exactly the functional min-max values.
 Used by batched._evaluate on CPU when numba imports (`batched.CPU_KERNELS`); the torch code
 remains the GPU path and the fallback.
 """
@@ -18,8 +20,8 @@ import torch
 
 from .functional import EPS, borji_sample_indices, jitter_noise, shuffled_sample_indices
 
-_BLOCK = 512          # blocked summation: partial sums of 512 values, then the total
-_G = 4096             # AUC-Judd: value buckets for locating a pixel among the thresholds
+
+_G = 1 << 16          # AUC-Judd: value buckets for locating a pixel among the thresholds
 _jit = nb.njit(cache=True, nogil=True, error_model="numpy")
 # sums may be reordered (vectorised): only the summation order changes, never an element's value
 _jit_sum = nb.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "nsz"})
@@ -27,21 +29,18 @@ _jit_sum = nb.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reass
 
 # ----------------------------------------------------------------------------- per-pixel passes
 @_jit_sum
-def _stats(x):
-    """lo, hi, sum of one map (float64), and whether every value is finite."""
-    n = x.size
-    lo, hi, tot, ok = np.inf, -np.inf, 0.0, True
-    for s in range(0, n, _BLOCK):
-        part = 0.0
-        for i in range(s, min(s + _BLOCK, n)):
-            v = np.float64(x[i])
-            if not (v - v == 0.0):          # NaN or +-inf
-                ok = False
-            lo = min(lo, v)
-            hi = max(hi, v)
-            part += v
-        tot += part
-    return lo, hi, tot, ok
+def _sum(x):
+    tot = 0.0
+    for i in range(x.size):
+        tot += np.float64(x[i])
+    return tot
+
+
+def _stats(x: np.ndarray) -> tuple[float, float, float, bool]:
+    """lo, hi, sum of one map (float64), and whether every value is finite (a NaN or inf makes
+    numpy's min or max non-finite)."""
+    lo, hi = float(x.min()), float(x.max())
+    return lo, hi, _sum(x), math.isfinite(lo) and math.isfinite(hi)
 
 
 @_jit
@@ -68,26 +67,21 @@ def _pass2(p, d, mp, md, lo_p, rng_p, lo_d, rng_d, sp, sd, r, want_kld):
     eps + D/(S + eps) (sum-normalised maps) written to r, for a vectorised log afterwards."""
     n = p.size
     css_p, css_d, dot, mm_p, mm_d = 0.0, 0.0, 0.0, 0.0, 0.0
-    for s in range(0, n, _BLOCK):
-        a0, a1, a2, a3, a4 = 0.0, 0.0, 0.0, 0.0, 0.0
-        for i in range(s, min(s + _BLOCK, n)):
-            x = np.float64(p[i])
-            y = np.float64(d[i])
-            cx = x - mp
-            cy = y - md
-            a0 += cx * cx
-            a1 += cy * cy
-            a2 += cx * cy
-            a3 += (x - lo_p) / rng_p
-            a4 += (y - lo_d) / rng_d
-            if want_kld:
-                r[i] = EPS + (y / sd) / (x / sp + EPS)
-        css_p += a0
-        css_d += a1
-        dot += a2
-        mm_p += a3
-        mm_d += a4
-    return css_p, css_d, dot, mm_p, mm_d
+    isd, isp = 1.0 / sd, 1.0 / sp      # multiplications: each term within an ulp of MIT's
+    for i in range(n):
+        x = np.float64(p[i])
+        y = np.float64(d[i])
+        cx = x - mp
+        cy = y - md
+        css_p += cx * cx
+        css_d += cy * cy
+        dot += cx * cy
+        mm_p += x - lo_p
+        mm_d += y - lo_d
+    if want_kld:
+        for i in range(n):
+            r[i] = EPS + (np.float64(d[i]) * isd) / (np.float64(p[i]) * isp + EPS)
+    return css_p, css_d, dot, mm_p / rng_p, mm_d / rng_d
 
 
 @_jit_sum
@@ -106,10 +100,9 @@ def _sim_sum(p, d, mode_p, lo_p, rng_p, sa, mode_d, lo_d, rng_d, sb):
     n = p.size
     sm = 0.0
     if mode_p == 2 and mode_d == 2:                # the usual case: a branch-free loop
+        ca, cb = 1.0 / (rng_p * sa), 1.0 / (rng_d * sb)
         for i in range(n):
-            u = ((np.float64(p[i]) - lo_p) / rng_p) / sa
-            v = ((np.float64(d[i]) - lo_d) / rng_d) / sb
-            sm += min(u, v)
+            sm += min((np.float64(p[i]) - lo_p) * ca, (np.float64(d[i]) - lo_d) * cb)
         return sm
     un = 1.0 / n
     for i in range(n):
@@ -122,30 +115,36 @@ def _sim_sum(p, d, mode_p, lo_p, rng_p, sa, mode_d, lo_d, rng_d, sb):
 @_jit
 def _count_ge(p, lo, rng, t_asc):
     """#(S >= t) for each threshold t of t_asc (sorted ascending, in [0, 1]), S the min-max map.
-    Exact: each pixel is located among the thresholds by bucket floor(S * 4096) (an exact
-    scaling, so bucket order agrees with value order), then by comparisons within its bucket."""
+    Exact: each pixel is located among the thresholds by its bucket floor(S * 2^16) (an exact
+    scaling, so bucket order agrees with value order); only pixels in a bucket that holds a
+    threshold (<1% here) are compared one by one."""
     K = t_asc.size
-    first = np.zeros(_G + 2, np.int64)            # first[g] = #thresholds in buckets < g
+    first = np.zeros(_G + 2, np.int32)             # first[g] = #thresholds in buckets < g
     for k in range(K):
         g = min(int(t_asc[k] * _G), _G - 1)
         first[g + 1] += 1
     for g in range(1, _G + 2):
         first[g] += first[g - 1]
+    n = p.size
+    gb = np.empty(n, np.int32)
+    for i in range(n):                              # branch-free: vectorised
+        gb[i] = min(np.int32(((np.float64(p[i]) - lo) / rng) * _G), _G - 1)
     # hist[j] = #pixels with j thresholds <= S; 4 interleaved copies, as neighbouring pixels
     # mostly hit the same bin (a chain of dependent increments otherwise)
     hist4 = np.zeros((4, K + 1), np.int64)
-    for i in range(p.size):
-        v = (np.float64(p[i]) - lo) / rng
-        g = min(int(v * _G), _G - 1)
+    for i in range(n):
+        g = gb[i]
         a, b = first[g], first[g + 1]
-        while b - a > 8:                           # binary search in a crowded bucket
-            m = (a + b) // 2
-            if t_asc[m] <= v:
-                a = m + 1
-            else:
-                b = m
-        while a < b and t_asc[a] <= v:
-            a += 1
+        if a != b:
+            v = (np.float64(p[i]) - lo) / rng       # the exact min-max value, as functional
+            while b - a > 8:                       # binary search in a crowded bucket
+                m = (a + b) // 2
+                if t_asc[m] <= v:
+                    a = m + 1
+                else:
+                    b = m
+            while a < b and t_asc[a] <= v:
+                a += 1
         hist4[i & 3, a] += 1
     hist = hist4.sum(0)
     above = np.empty(K, np.int64)                  # S >= t_asc[j]  <=>  j+1 thresholds <= S
