@@ -155,7 +155,11 @@ def run_local(source: str, fmt: str = "shared_json", preset: str = "tiny", limit
         args["constraints"] = dict(constraints)
     before = {p.name for p in root.iterdir()}
     t0 = time.time()
-    with mu.start_run("pipeline-kfp-local", pipeline=True, params=args) as parent:
+    import warnings
+
+    with mu.start_run("pipeline-kfp-local", pipeline=True, params=args) as parent, warnings.catch_warnings():
+        # the lightweight components name the project image for clusters; locally they run here
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         pipe(**args)
     runs = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before
                    and p.name.startswith(f"{PIPELINE_NAME}-")), key=lambda p: p.stat().st_mtime)

@@ -12,7 +12,7 @@ from salnas_core.utils.io import atomic_write_json
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
+def model_file():
     """Real static subnets (the smallest of the lite space) in save_model format, distinct weights
     per call (the registry dedups identical files)."""
     import torch
@@ -23,7 +23,6 @@ def model_file(tmp_path_factory):
     sn = create_supernet("lite", pretrained=False)
     sn.sample_min_subnet()
     net = sn.get_active_subnet()
-    root = tmp_path_factory.mktemp("m")
     counter = iter(range(1000))
 
     def make(dest):

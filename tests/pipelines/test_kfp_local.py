@@ -25,7 +25,7 @@ def test_kfp_local_pipeline_ends_with_a_champion_that_predicts(mlflow_tracking, 
     from salnas_core.tracking import mlflow_utils as mu
 
     name = f"kfp-{os.environ['MLFLOW_EXPERIMENT_NAME']}"
-    kw = dict(source=source, preset="tiny", limit=24, budgets=["XL", "M"], model_name=name,
+    kw = dict(source=source, preset="tiny", limit=24, budgets=["XL", "L"], model_name=name,
               pipeline_root=str(tmp_path / "root"), cache=True)
     res = run_local(**kw)
 
