@@ -113,7 +113,10 @@ def main() -> None:
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--set", action="append", default=[], help="extra train_supernet overrides KEY=VALUE")
-    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--skip-train", action="store_true", help="score runs already in --work")
+    ap.add_argument("--reuse-metrics", action="store_true",
+                    help="take the subnets' scores from the runs' metrics.json (the trainer's last validation: "
+                         "same recalibration and metrics) instead of re-scoring the saved supernet.pt")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -126,7 +129,10 @@ def main() -> None:
 
     from salnas_core.steps.train_supernet import resolve_params, split_params
 
-    p = resolve_params(args.preset, args.epochs, overrides=dict(s.split("=", 1) for s in args.set) or None)
+    import yaml
+
+    p = resolve_params(args.preset, args.epochs,
+                       overrides={k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)} or None)
     step, cfg = split_params(p)
     size = tuple(step["input_size"]) if step.get("input_size") else None
     rows = {"centre bias (fitted on train fixations)": centre_bias(root, size)}
@@ -134,7 +140,7 @@ def main() -> None:
     for name, run in runs.items():
         m = json.loads((run / "metrics.json").read_text())
         info[name] = m
-        ev = evaluate(root, run, size, cfg.calib_images, cfg.seed)
+        ev = m["final"] if args.reuse_metrics else evaluate(root, run, size, cfg.calib_images, cfg.seed)
         label = "Self-KD" if name == "selfkd" else "no Self-KD"
         rows[f"max subnet, {label}"] = ev["max"]
         rows[f"min subnet, {label}"] = ev["min"]

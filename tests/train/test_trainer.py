@@ -148,7 +148,9 @@ def test_killed_run_resumes_to_the_same_weights(tiny_ingested, tmp_path):
 
 
 def test_ddp_two_gloo_processes_equal_one_process_on_the_same_global_batch(tiny_ingested, tmp_path):
-    common = ["--data", str(tiny_ingested), "--preset", "tiny", "--epochs", "2"]
+    """torchrun, 2 processes x batch 2 against 1 process x batch 4 split into the same 2 micro-batches
+    (accum_steps=2): same shards, same subnets, averaged gradients. Epoch 2 uses the Self-KD teacher."""
+    common = ["--data", str(tiny_ingested), "--preset", "tiny", "--epochs", "2", "--set", "lr=0.005"]
     for s in CLI_SET:  # no per-rank randomness besides the data shard
         common += ["--set", s]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -164,18 +166,22 @@ def test_ddp_two_gloo_processes_equal_one_process_on_the_same_global_batch(tiny_
     md = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     ms = json.loads((tmp_path / "single" / "metrics.json").read_text())
     assert md["world_size"] == 2 and ms["world_size"] == 1
-    a, b = _params(tmp_path / "ddp" / "supernet.pt"), _params(tmp_path / "single" / "supernet.pt")
-    # parameters (not BN running statistics: DDP averages them over ranks, accumulation updates
-    # them per micro-batch; validation recalibrates them anyway)
-    names = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
-    changed = 0
-    init = _params_init()
-    for k in names:
-        torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4, msg=k)
-        changed += int(not torch.equal(a[k], init[k]))
-    assert changed > len(names) // 2   # the runs trained: most tensors moved from the init
+    # after the first optimiser step both validate the same weights: scores agree to float rounding
     for sub in ("max", "min"):
-        assert md["final"][sub]["score"] == pytest.approx(ms["final"][sub]["score"], rel=1e-3, abs=1e-3)
+        assert md["history"][0][f"{sub}_score"] == pytest.approx(ms["history"][0][f"{sub}_score"], abs=1e-5)
+    # after the second: parameters (not BN running statistics, which DDP averages over ranks and
+    # accumulation updates per micro-batch; validation recalibrates them). Summation order differs
+    # (all-reduce vs accumulation) and a second step on batch-2 BN amplifies it, so the bound is
+    # relative to the update: a missing average (2x), a wrong shard or a rank without the teacher
+    # moves weights by the order of the update itself; measured here ~1%.
+    a, b = _params(tmp_path / "ddp" / "supernet.pt"), _params(tmp_path / "single" / "supernet.pt")
+    init = _params_init()
+    names = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    diff = max(float((a[k] - b[k]).abs().max()) for k in names)
+    update = max(float((b[k] - init[k]).abs().max()) for k in names)
+    assert update > 1e-3
+    assert diff < 0.05 * update, (diff, update)
+    assert sum(not torch.equal(b[k], init[k]) for k in names) > len(names) // 2  # it trained
 
 
 def _params_init():
