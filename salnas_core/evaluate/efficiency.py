@@ -141,7 +141,8 @@ def peak_memory_cpu_mb(model_path: str | Path, input_size: Sequence[int], batch:
     `peak_mem_mb` is the peak minus the resident size just before the forward (activations and
     workspace); `peak_rss_mb` is the whole process (torch runtime + weights + activations).
     """
-    r = subprocess.run([sys.executable, "-c", _PEAK_SNIPPET, str(model_path), str(input_size[0]),
+    # the probe runs from the repo root: resolve a relative path against OUR working directory first
+    r = subprocess.run([sys.executable, "-c", _PEAK_SNIPPET, str(Path(model_path).resolve()), str(input_size[0]),
                         str(input_size[1]), str(batch), str(threads), "1" if channels_last else "0"],
                        capture_output=True, text=True, timeout=600,
                        cwd=str(Path(__file__).resolve().parents[2]))

@@ -65,18 +65,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Build a whole directory under a temporary name and swap it in at the end."""
+    """Build a whole directory under a temporary name and swap it in at the end.
+
+    An existing `path` is replaced only after the block succeeds; on failure it is untouched and
+    the temporary folder is removed.
+    """
     path = Path(path)
-    with atomic_path(path) as tmp:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_for(path)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
         yield tmp
         if path.exists():
             old = path.with_name(f"{path.name}.old-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def torch_save_atomic(obj: Any, path: str | os.PathLike) -> Path:
