@@ -66,12 +66,10 @@ def _nonzero(f):
 
 
 @_jit_sum
-def _pass2(p, d, mp, md, lo_p, rng_p, lo_d, rng_d, sp, sd, r, want_kld):
-    """Centred sums for CC/NSS, sums of the min-max maps (SIM, IG), and the KLD log argument
-    eps + D/(S + eps) (sum-normalised maps) written to r, for a vectorised log afterwards."""
+def _pass2(p, d, mp, md, lo_p, rng_p, lo_d, rng_d):
+    """Centred sums for CC/NSS and sums of the min-max maps (SIM, IG)."""
     n = p.size
     css_p, css_d, dot, mm_p, mm_d = 0.0, 0.0, 0.0, 0.0, 0.0
-    isd, isp = 1.0 / sd, 1.0 / sp      # multiplications: each term within an ulp of MIT's
     for s in range(0, n, _BLOCK):
         a0, a1, a2, a3, a4 = 0.0, 0.0, 0.0, 0.0, 0.0
         for i in range(s, min(s + _BLOCK, n)):
@@ -89,21 +87,74 @@ def _pass2(p, d, mp, md, lo_p, rng_p, lo_d, rng_d, sp, sd, r, want_kld):
         dot += a2
         mm_p += a3
         mm_d += a4
-    if want_kld:
-        for i in range(n):
-            r[i] = EPS + (np.float64(d[i]) * isd) / (np.float64(p[i]) * isp + EPS)
     return css_p, css_d, dot, mm_p / rng_p, mm_d / rng_d
 
 
-@_jit_sum
-def _kld_dot(d, r, sd):
-    """KLD = sum(D .* log(...)) with D = d / sd and r holding the log."""
-    n, kl = d.size, 0.0
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
+_LG1, _LG2, _LG3 = 6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01
+_LG4, _LG5 = 2.222219843214978396e-01, 1.818357216161805012e-01
+_LG6, _LG7 = 1.531383769920937332e-01, 1.479819860511658591e-01
+
+
+@_jit
+def _log_block(x, out, mb, kb, big):
+    """out = log(x) for positive normal finite x: fdlibm's e_log.c (< 1 ulp), written without
+    branches so that it vectorises (torch's SIMD log needs a separate pass over the map)."""
+    n = x.size
+    bits = x.view(np.int64)
+    for j in range(n):
+        hx = bits[j] >> 32
+        k = (hx >> 20) - 1023
+        hx &= 0x000fffff
+        i = (hx + 0x95f64) & 0x100000
+        mb[j] = ((hx | (i ^ 0x3ff00000)) << 32) | (bits[j] & 0xffffffff)   # x or x/2 in [sqrt2/2, sqrt2)
+        kb[j] = 0x4330000000000400 + k + (i >> 20)   # the double 2^52 + 1024 + k: no int->float
+        big[j] = (hx - 0x6147a) | (0x6b851 - hx)
+    m = mb.view(np.float64)
+    kf = kb.view(np.float64)
+    for j in range(n):
+        f = m[j] - 1.0
+        s = f / (2.0 + f)
+        dk = kf[j] - 4503599627371520.0                   # exact: 2^52 + 1024
+        z = s * s
+        w = z * z
+        t1 = w * (_LG2 + w * (_LG4 + w * _LG6))
+        t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
+        R = t2 + t1
+        hfsq = 0.5 * f * f
+        a = dk * _LN2_HI - ((hfsq - (s * (hfsq + R) + dk * _LN2_LO)) - f)
+        b = dk * _LN2_HI - ((s * (f - R) - dk * _LN2_LO) - f)
+        out[j] = a if big[j] > 0 else b
+
+
+@_jit
+def _kld_fused(p, d, isp, isd):
+    """sum(D .* log(eps + D ./ (S + eps))) with D = d * isd, S = p * isp, block by block in
+    cache (no map-sized temporary)."""
+    n = p.size
+    xb = np.empty(_BLOCK)
+    lg = np.empty(_BLOCK)
+    mb = np.empty(_BLOCK, np.int64)
+    kb = np.empty(_BLOCK, np.int64)
+    big = np.empty(_BLOCK, np.int64)
+    kl = 0.0
     for s in range(0, n, _BLOCK):
-        part = 0.0
-        for i in range(s, min(s + _BLOCK, n)):
-            part += (np.float64(d[i]) / sd) * r[i]
-        kl += part
+        e = min(s + _BLOCK, n)
+        for i in range(s, e):
+            xb[i - s] = EPS + (np.float64(d[i]) * isd) / (np.float64(p[i]) * isp + EPS)
+        _log_block(xb[: e - s], lg, mb, kb, big)
+        a0, a1, a2, a3 = 0.0, 0.0, 0.0, 0.0
+        i = s
+        while i + 4 <= e:
+            a0 += (np.float64(d[i]) * isd) * lg[i - s]
+            a1 += (np.float64(d[i + 1]) * isd) * lg[i + 1 - s]
+            a2 += (np.float64(d[i + 2]) * isd) * lg[i + 2 - s]
+            a3 += (np.float64(d[i + 3]) * isd) * lg[i + 3 - s]
+            i += 4
+        while i < e:
+            a0 += (np.float64(d[i]) * isd) * lg[i - s]
+            i += 1
+        kl += (a0 + a1) + (a2 + a3)
     return kl
 
 
@@ -299,14 +350,11 @@ def evaluate(names, x: dict[str, torch.Tensor], opts: dict, shared: dict) -> dic
             for row in Bl:
                 lo, hi, _ = _map_stats(row, "baseline")
                 rng = hi - lo if hi != lo else 1.0
-                mm = float(_pass2(row, row, 0.0, 0.0, lo, rng, lo, rng, 1.0, 1.0,
-                                  np.empty(0), False)[3])
+                mm = float(_pass2(row, row, 0.0, 0.0, lo, rng, lo, rng)[3])
                 base.append((row, lo, hi, rng, mm))
             if Bl.shape[0] == 1:
                 shared["cpu_baseline"] = base
     out = {n: np.full(B, np.nan) for n in names}
-    r = np.empty(N) if "kld" in names else np.empty(0)
-    r_t = torch.from_numpy(r)
     for b in range(B):
         p = P[b]
         lo_p, hi_p, s_p = _map_stats(p, "pred")
@@ -324,16 +372,14 @@ def evaluate(names, x: dict[str, torch.Tensor], opts: dict, shared: dict) -> dic
                                          "non-negative maps (the MIT code would return a complex number)")
             sp = s_p if s_p != 0 else 1.0
             sd = s_d if s_d != 0 else 1.0
-            css_p, css_d, dot, mm_p, mm_d = _pass2(p, d, s_p / N, s_d / N, lo_p, rng_p, lo_d, rng_d,
-                                                   sp, sd, r, "kld" in names)
-            if "kld" in names:
-                torch.log_(r_t)                              # vectorised (SLEEF) log
+            css_p, css_d, dot, mm_p, mm_d = _pass2(p, d, s_p / N, s_d / N, lo_p, rng_p, lo_d, rng_d)
             mode_p = 2 if not const_p else (0 if hi_p == 0 else 1)
             mode_d = 2 if not const_d else (0 if hi_d == 0 else 1)
             if "cc" in names:
                 out["cc"][b] = 0.0 if (const_p or const_d) else dot / math.sqrt(css_p * css_d)
             if "kld" in names:
-                out["kld"][b] = _kld_dot(d, r, sd)
+                # products by 1/sum: each term within an ulp of MIT's divisions
+                out["kld"][b] = _kld_fused(p, d, 1.0 / sp, 1.0 / sd)
             if "sim" in names:
                 out["sim"][b] = _sim_sum(p, d, mode_p, lo_p, rng_p, mm_p if mm_p != 0 else 1.0,
                                          mode_d, lo_d, rng_d, mm_d if mm_d != 0 else 1.0)
@@ -348,8 +394,7 @@ def evaluate(names, x: dict[str, torch.Tensor], opts: dict, shared: dict) -> dic
                 out["nss"][b] = 0.0
             else:
                 if css_p is None:
-                    css_p, _, _, mm_p, _ = _pass2(p, p, s_p / N, s_p / N, lo_p, rng_p, lo_p, rng_p,
-                                                  1.0, 1.0, r, False)
+                    css_p, _, _, mm_p, _ = _pass2(p, p, s_p / N, s_p / N, lo_p, rng_p, lo_p, rng_p)
                 std = math.sqrt(css_p / max(N - 1, 1))
                 out["nss"][b] = (p[idx].astype(np.float64).sum() / nf - s_p / N) / std
         if "auc_judd" in names:
@@ -378,7 +423,7 @@ def evaluate(names, x: dict[str, torch.Tensor], opts: dict, shared: dict) -> dic
                                                     float(step), float(ridx.shape[1]))
         if "ig" in names and nf:
             if mm_p is None and not const_p:
-                mm_p = _pass2(p, p, 0.0, 0.0, lo_p, rng_p, lo_p, rng_p, 1.0, 1.0, r, False)[3]
+                mm_p = _pass2(p, p, 0.0, 0.0, lo_p, rng_p, lo_p, rng_p)[3]
             pv = np.full(nf, 1.0 / N) if const_p else sth / mm_p
             row, lo_b, hi_b, rng_b, mm_b = base[0] if len(base) == 1 else base[b]
             qv = np.full(nf, 1.0 / N) if hi_b == lo_b else _minmax_at(row, idx, lo_b, rng_b) / mm_b

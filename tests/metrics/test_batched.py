@@ -262,3 +262,17 @@ def test_full_size_maps_match_functional(cpu_path):
         got = Bm.compute_batch(name, t(p), density=t(d), fixations=t(f), other_fixations=t(o),
                                baseline=t(b)).numpy()
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14, err_msg=name)
+
+
+def test_numba_log_within_one_ulp():
+    """The branch-free fdlibm log used by the fused KLD kernel, over KLD's whole input range."""
+    from salnas_core.metrics import _cpu
+    rng = np.random.default_rng(2)
+    x = np.concatenate([np.exp(rng.uniform(np.log(2.2e-16), np.log(1e30), 20000)),
+                        1 + rng.uniform(-1e-6, 1e-6, 2000),
+                        [1.0, 2.0, 0.5, 2.220446049250313e-16, np.sqrt(2), np.nextafter(np.sqrt(2), 0)]])
+    out, bufs = np.empty_like(x), [np.empty(x.size, np.int64) for _ in range(3)]
+    _cpu._log_block(x, out, *bufs)
+    ref = np.array([math.log(v) for v in x])
+    assert (np.abs(out - ref) <= np.spacing(np.abs(ref))).all()
+    assert out[x == 1.0][0] == 0.0
