@@ -95,11 +95,12 @@ def tracking(kind: str, run_name: str, params: dict[str, Any], jsonl: JsonlLogge
         except ImportError as e:
             log.warning("MLflow tracking unavailable (%s); metrics go to %s", e, jsonl.path)
         else:
-            with mlflow_utils.start_run(run_name=run_name, step="train-supernet") as run:
+            with mlflow_utils.start_run("train-supernet", params=params, run_name=run_name) as run:
+                if run is None:  # tracking switched off (SALNAS_TRACKING=off)
+                    yield jsonl, lambda p: None
+                    return
                 import mlflow
 
-                mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
-                                   for k, v in params.items()})
                 mlog = mlflow_utils.mlflow_logger(run)
 
                 def both(metrics: dict[str, float], step: int | None = None) -> None:
