@@ -18,7 +18,8 @@ import numba as nb
 import numpy as np
 import torch
 
-from .functional import EPS, borji_sample_indices, jitter_noise, shuffled_sample_indices
+from .functional import (EPS, borji_sample_indices, jitter_noise, shuffled_sample_indices,
+                         shuffled_sample_keys)
 
 
 _BLOCK = 512          # sums: SIMD partial sums of 512 values, then the total (error ~1e-14)
@@ -283,6 +284,26 @@ def _step_auc_mean(sth, randfix, step, n_neg):
     return total / S
 
 
+@_jit
+def _select_by_keys(s_other, keys, kth, k):
+    """Per split the values whose key is <= that split's k-th smallest key: the same negatives
+    as shuffled_sample_indices (argpartition), without sorting indices. None on a tie at the
+    k-th key (then the caller takes the index path)."""
+    S, L = keys.shape
+    out = np.empty((S, k))
+    for r in range(S):
+        c = 0
+        for j in range(L):
+            if keys[r, j] <= kth[r]:
+                if c == k:
+                    return None
+                out[r, c] = s_other[j]
+                c += 1
+        if c != k:
+            return None
+    return out
+
+
 # ----------------------------------------------------------------------------- driver
 def _np(t: torch.Tensor) -> np.ndarray:
     """(B, H, W) tensor -> (B, N) numpy view; bool as uint8, other dtypes than float32/64,
@@ -418,9 +439,13 @@ def evaluate(names, x: dict[str, torch.Tensor], opts: dict, shared: dict) -> dic
                 if const_p:
                     out["sauc"][b] = 0.5
                 else:
-                    ridx = shuffled_sample_indices(oidx, nf, n_splits, seed)
-                    out["sauc"][b] = _step_auc_mean(sth, _minmax_at(p, ridx, lo_p, rng_p),
-                                                    float(step), float(ridx.shape[1]))
+                    k = min(nf, oidx.size)
+                    keys = shuffled_sample_keys(oidx.size, n_splits, seed)
+                    kth = np.partition(keys, k - 1, axis=1)[:, k - 1].copy()  # 2x argpartition
+                    neg = _select_by_keys(_minmax_at(p, oidx, lo_p, rng_p), keys, kth, k)
+                    if neg is None:                              # tied keys: never seen
+                        neg = _minmax_at(p, shuffled_sample_indices(oidx, nf, n_splits, seed), lo_p, rng_p)
+                    out["sauc"][b] = _step_auc_mean(sth, neg, float(step), float(k))
         if "ig" in names and nf:
             if mm_p is None and not const_p:
                 mm_p = _pass2(p, p, 0.0, 0.0, lo_p, rng_p, lo_p, rng_p)[3]

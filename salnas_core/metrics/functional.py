@@ -243,6 +243,12 @@ def borji_sample_indices(n_pixels: int, n_fix: int, n_splits: int, seed: int) ->
     return np.random.default_rng(seed).integers(0, n_pixels, size=(n_splits, n_fix))
 
 
+def shuffled_sample_keys(n_other: int, n_splits: int, seed: int) -> np.ndarray:
+    """The random keys behind shuffled_sample_indices: per split, the pixels with the
+    min(n_fix, n_other) smallest keys are the negatives."""
+    return np.random.default_rng(seed).random((n_splits, n_other))
+
+
 def shuffled_sample_indices(other_flat: np.ndarray, n_fix: int, n_splits: int, seed: int) -> np.ndarray:
     """Per split, the first min(Nfix, L) entries of a random permutation of the other images'
     fixated pixels (Matlab: ind(randperm(L)) then 1:Nfixations_oth), i.e. a uniform draw without
@@ -252,7 +258,7 @@ def shuffled_sample_indices(other_flat: np.ndarray, n_fix: int, n_splits: int, s
     if k == 0:
         return np.zeros((n_splits, 0), dtype=np.int64)
     # the k smallest of L iid uniforms are a uniform k-subset (order is irrelevant to the AUC)
-    keys = np.random.default_rng(seed).random((n_splits, L))
+    keys = shuffled_sample_keys(L, n_splits, seed)
     picks = np.argpartition(keys, k - 1, axis=1)[:, :k] if k < L else np.argsort(keys, axis=1)
     return other_flat[picks]
 

@@ -276,3 +276,20 @@ def test_numba_log_within_one_ulp():
     ref = np.array([math.log(v) for v in x])
     assert (np.abs(out - ref) <= np.spacing(np.abs(ref))).all()
     assert out[x == 1.0][0] == 0.0
+
+
+def test_sauc_negatives_by_keys_equal_the_sampler():
+    """The kernels pick sAUC negatives as keys <= the k-th key: the same sets as
+    functional.shuffled_sample_indices; a tie at the k-th key is refused (index path)."""
+    from salnas_core.metrics import _cpu
+    from salnas_core.metrics.functional import shuffled_sample_indices, shuffled_sample_keys
+    other = np.sort(np.random.default_rng(3).choice(5000, 700, replace=False))
+    vals = np.arange(5000, dtype=np.float64)                 # value = pixel index
+    for k in (1, 200, 700):
+        keys = shuffled_sample_keys(other.size, 50, 4)
+        kth = np.partition(keys, k - 1, axis=1)[:, k - 1].copy()
+        got = _cpu._select_by_keys(vals[other], keys, kth, k)
+        want = shuffled_sample_indices(other, k, 50, 4)
+        assert np.array_equal(np.sort(got, 1), np.sort(want, 1).astype(np.float64))
+    keys[0, :2] = 0.0                                         # two keys tie at the 1st smallest
+    assert _cpu._select_by_keys(vals[other], keys, np.zeros(50), 1) is None
