@@ -1,7 +1,7 @@
 """Speed of the whole metric suite: batched torch (SaliencyMetrics) against pysaliency's
 per-map functions (and our own per-map numpy functions), on the same maps, with the values.
 
-    .venv/bin/python bench/metrics_speed.py [--n 100] [--size 480 640] [--fix 200] [--device cpu] [--threads 1] [--repeats 2]
+    .venv/bin/python bench/metrics_speed.py [--n 100] [--size 480 640] [--fix 200] [--device cpu] [--threads 1] [--repeats 2] [--cpu-path numba|torch]
 
 Suite: cc, kld, nss, sim, auc_judd, auc_borji, sauc, ig (Borji/sAUC: 100 splits, step 0.1).
 pysaliency has no per-map Borji, sAUC or IG with the MIT sampling; its nearest per-map
@@ -165,6 +165,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads inside SaliencyMetrics (its default 1; 0: torch's setting)")
+    ap.add_argument("--cpu-path", choices=("numba", "torch"), default="numba",
+                    help="CPU code of SaliencyMetrics: fused numba kernels (default) or torch ops")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats; best time of each")
     ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"))
     ap.add_argument("--no-write", action="store_true")
@@ -173,6 +175,9 @@ def main() -> None:
     import torch
 
     threads = args.threads or None
+    from salnas_core.metrics import batched as Bm
+    Bm.CPU_KERNELS = Bm.CPU_KERNELS and args.cpu_path == "numba"
+    path = "numba kernels" if (Bm.CPU_KERNELS and args.device == "cpu") else "torch ops"
     size = tuple(args.size)
     pred, dens, fix, other, baseline = make_data(args.n, size, args.fix)
     # warm-ups, untimed: pysaliency's ROC is numba-compiled on first use (seconds)
@@ -204,9 +209,9 @@ def main() -> None:
 
     if not args.no_write:
         dev = args.device if args.device == "cpu" else torch.cuda.get_device_name(0)
-        cmd = f"`.venv/bin/python bench/metrics_speed.py --n {args.n} --size {size[0]} {size[1]} --fix {args.fix} --device {args.device} --threads {args.threads} --repeats {args.repeats}`"
+        cmd = f"`.venv/bin/python bench/metrics_speed.py --n {args.n} --size {size[0]} {size[1]} --fix {args.fix} --device {args.device} --threads {args.threads} --repeats {args.repeats} --cpu-path {args.cpu_path}`"
         row = (f"| {time.strftime('%Y-%m-%d %H:%M')} | {machine()} | {dev} (torch {torch.__version__}, "
-               f"{threads or torch.get_num_threads()} threads) | {args.n} | {size[0]}x{size[1]} | {args.fix} | {t_b:.2f} | "
+               f"{threads or torch.get_num_threads()} threads, {path}) | {args.n} | {size[0]}x{size[1]} | {args.fix} | {t_b:.2f} | "
                f"{t_p:.2f} | {ratio:.1f}x | {t_f:.2f} | {diff_f:.1e} | {diff_p:.1e} | {cmd} |")
         write_row(Path(args.results), row)
         print("row written to", args.results)

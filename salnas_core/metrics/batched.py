@@ -663,9 +663,10 @@ class SaliencyMetrics(Metric):
     names: any of cc, kld, nss, sim, auc_judd, auc_borji, sauc, ig (default: cc, kld, nss, sim,
     auc_judd). sauc needs `other_fixations`, ig needs `baseline` in update(). Options: jitter and
     seed (AUC-Judd), n_splits, step, seed (Borji, sAUC), resize (bilinearly resize predictions
-    whose size differs from the ground truth instead of raising), chunk (images per pass;
-    default 1 on CPU, where a map fits in cache, and the whole batch on GPU), threads (torch
-    intra-op threads while computing on CPU, default 1, restored after; None: leave as is).
+    whose size differs from the ground truth instead of raising), chunk (None, the default:
+    fused numba kernels on CPU (_cpu.py), the whole batch at once on GPU; an int: images per
+    pass of the torch ops, also on CPU), threads (torch intra-op threads while computing on
+    CPU, default 1, restored after; None: leave as is).
     """
 
     full_state_update = False

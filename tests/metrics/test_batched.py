@@ -293,3 +293,17 @@ def test_sauc_negatives_by_keys_equal_the_sampler():
         assert np.array_equal(np.sort(got, 1), np.sort(want, 1).astype(np.float64))
     keys[0, :2] = 0.0                                         # two keys tie at the 1st smallest
     assert _cpu._select_by_keys(vals[other], keys, np.zeros(50), 1) is None
+
+
+def test_bad_values_give_clear_errors(cpu_path):
+    p, d, f, o, b = make_batch(12)
+    t = torch.from_numpy
+    neg = p.copy(); neg[0, 0, 0] = -1.0
+    with pytest.raises(ValueError, match="kld: pred has negative values"):
+        Bm.kld_batch(t(neg), t(d))
+    nan = d.copy(); nan[2, 3, 4] = np.nan
+    with pytest.raises(ValueError, match="density: contains NaN"):
+        Bm.cc_batch(t(p), t(nan))
+    badf = f.copy(); badf[0, 1, 1] = -1
+    with pytest.raises(ValueError, match="fixations: a fixation map must be non-negative"):
+        Bm.nss_batch(t(p), t(badf))
