@@ -83,7 +83,15 @@ def mlflow_tracking(mlflow_server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", f"test-{uuid.uuid4().hex[:8]}")
     monkeypatch.delenv("SALNAS_PARENT_RUN_ID", raising=False)
-    return mlflow_server.uri
+    # mlflow.set_tracking_uri() from an earlier test outlives it and beats the env var: point the
+    # process-wide client settings at the server too
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    mlflow.set_registry_uri(mlflow_server.uri)
+    yield mlflow_server.uri
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
 
 
 @pytest.fixture
