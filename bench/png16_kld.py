@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from salnas_core.data.ground_truth import density_map  # noqa: E402
 from salnas_core.data.readers.base import matlab_xy_to_rc  # noqa: E402
 from salnas_core.serve.predict import to_uint16  # noqa: E402
+from _machine import machine as _machine  # noqa: E402
 
 EPS = np.finfo(np.float64).eps  # MIT benchmark KLD: eps = 2.2204e-16
 
@@ -50,14 +50,6 @@ def quantize(m: np.ndarray, bits: int) -> np.ndarray:
     return np.rint(m / m.max() * levels) / levels
 
 
-def _machine() -> str:
-    model = platform.processor() or "cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def main() -> None:

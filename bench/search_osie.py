@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import sys
 import time
 from pathlib import Path
+from _machine import machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -29,16 +29,6 @@ sys.path.insert(0, str(REPO))
 TITLE = "## Search, distillation and evaluation on OSIE (bench/search_osie.py)"
 
 
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}"
 
 
 def cpu_s() -> float:

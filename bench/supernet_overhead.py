@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+from _machine import machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -22,16 +22,6 @@ HEADER = ("| date | machine | torch threads | space | input | supernet max ms | 
           "max abs diff | command |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def write_row(results: Path, title: str, intro: str, header: str, row: str) -> None:
