@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from salnas_core.utils.io import replace_dir
+
 log = logging.getLogger(__name__)
 
 PACKAGE_REPO = Path(__file__).resolve().parents[1]
@@ -43,16 +45,6 @@ def shared_source(repo: Path, dataset: str) -> Path | None:
     """`<repo>/../shared/data/<dataset>` when it holds a fixations.json, else None."""
     src = repo.parent / "shared" / "data" / dataset
     return src if (src / "fixations.json").is_file() and (src / "stimuli").is_dir() else None
-
-
-def _swap_in(tmp: Path, dest: Path) -> None:
-    if dest.exists():
-        old = dest.with_name(f"{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
 
 
 def snapshot_shared(src: Path, dest: Path, limit: int | None = None) -> dict[str, Any]:
@@ -86,7 +78,7 @@ def snapshot_shared(src: Path, dest: Path, limit: int | None = None) -> dict[str
         for extra in ("LICENSE", "LICENSE.txt"):
             if (src / extra).is_file():
                 shutil.copyfile(src / extra, tmp / extra)
-        _swap_in(tmp, dest)
+        replace_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"source": str(src), "images": len(images), "synthetic": False}
@@ -99,7 +91,7 @@ def snapshot_synthetic(dest: Path, n_images: int, seed: int = 0) -> dict[str, An
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         synthetic.generate(tmp, n_images=n_images, seed=seed)
-        _swap_in(tmp, dest)
+        replace_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"source": f"synthetic.generate(n_images={n_images}, seed={seed})", "images": n_images,

@@ -21,7 +21,7 @@ from typing import Any, Callable, TypeVar
 
 import shutil
 
-from salnas_core.utils.io import atomic_path
+from salnas_core.utils.io import atomic_path, replace_dir
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -264,18 +264,7 @@ def download_prefix(url: str, dest_dir: str | os.PathLike, client=None) -> Path:
             if not target.resolve().is_relative_to(tmp.resolve()):
                 raise ValueError(f"{url}: object key {rel!r} escapes the destination folder")
             download_file(f"s3://{bucket}/{_join(key, rel)}", target, client=client, expected_sha256=digest)
-        _swap_dir(tmp, dest_dir)
+        replace_dir(tmp, dest_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest_dir
-
-
-def _swap_dir(new: Path, dest: Path) -> None:
-    """Move a finished folder into place; an existing one is replaced, never merged."""
-    if dest.exists():
-        old = dest.with_name(f"{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-        os.replace(new, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, dest)

@@ -63,6 +63,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 tmp.unlink(missing_ok=True)
 
 
+def replace_dir(new: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Move the finished folder `new` to `dest`; an existing `dest` is replaced whole, never merged."""
+    new, dest = Path(new), Path(dest)
+    if dest.exists():
+        old = dest.with_name(f"{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+        os.replace(new, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, dest)
+    return dest
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a whole directory under a temporary name and swap it in at the end.
@@ -78,13 +91,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp.mkdir(parents=True)
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f"{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
