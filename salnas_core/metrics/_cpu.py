@@ -13,13 +13,13 @@ remains the GPU path and the fallback.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
 import numpy as np
 import torch
 
-from .functional import (EPS, borji_sample_indices, jitter_noise, shuffled_sample_indices,
-                         shuffled_sample_keys)
+from .functional import EPS, borji_sample_indices, jitter_noise, shuffled_sample_draws
 
 
 _BLOCK = 512          # sums: SIMD partial sums of 512 values, then the total (error ~1e-14)
@@ -195,7 +195,7 @@ def _count_ge(p, lo, rng, t_asc):
     for g in range(1, _G + 2):
         first[g] += first[g - 1]
     n = p.size
-    gb = np.empty(n, np.int32)
+    gb = np.empty(n, np.uint16)                     # bucket < 2^16: half the traffic of int32
     for i in range(n):                              # branch-free: vectorised
         gb[i] = min(np.int32(((np.float64(p[i]) - lo) / rng) * _G), _G - 1)
     # hist[j] = #pixels with j thresholds <= S; 4 interleaved copies, as neighbouring pixels
@@ -285,22 +285,22 @@ def _step_auc_mean(sth, randfix, step, n_neg):
 
 
 @_jit
-def _select_by_keys(s_other, keys, kth, k):
-    """Per split the values whose key is <= that split's k-th smallest key: the same negatives
-    as shuffled_sample_indices (argpartition), without sorting indices. None on a tie at the
-    k-th key (then the caller takes the index path)."""
-    S, L = keys.shape
+def _fisher_yates_take(values, draws):
+    """values[perm[:k]] per split, perm the partial Fisher-Yates shuffle of range(L) that
+    functional.shuffled_sample_indices builds from the same draws (k swaps per split)."""
+    S, k = draws.shape
+    L = values.size
+    perm = np.empty(L, np.int64)
     out = np.empty((S, k))
     for r in range(S):
-        c = 0
-        for j in range(L):
-            if keys[r, j] <= kth[r]:
-                if c == k:
-                    return None
-                out[r, c] = s_other[j]
-                c += 1
-        if c != k:
-            return None
+        for i in range(L):
+            perm[i] = i
+        for i in range(k):
+            j = draws[r, i]
+            held = perm[i]
+            perm[i] = perm[j]
+            perm[j] = held
+            out[r, i] = values[perm[i]]
     return out
 
 
@@ -351,8 +351,10 @@ def _auc_judd(p: np.ndarray, idx: np.ndarray, lo: float, hi: float) -> float:
     return float((np.diff(fp) * (tp[1:] + tp[:-1]) / 2.0).sum())
 
 
-def evaluate(names, x: dict[str, torch.Tensor], opts: dict, shared: dict) -> dict[str, torch.Tensor]:
-    """Per-image values (B,) of each named metric on CPU (same rules as batched._SPECS)."""
+def evaluate(names, x: dict[str, torch.Tensor], opts: dict, shared: dict,
+             workers: int = 1) -> dict[str, torch.Tensor]:
+    """Per-image values (B,) of each named metric on CPU (same rules as batched._SPECS);
+    `workers` maps at a time in threads."""
     P = _np(x["pred"])
     B, N = P.shape
     need_d = any(n in names for n in ("cc", "kld", "sim"))
@@ -376,7 +378,7 @@ def evaluate(names, x: dict[str, torch.Tensor], opts: dict, shared: dict) -> dic
             if Bl.shape[0] == 1:
                 shared["cpu_baseline"] = base
     out = {n: np.full(B, np.nan) for n in names}
-    for b in range(B):
+    def one(b: int) -> None:
         p = P[b]
         lo_p, hi_p, s_p = _map_stats(p, "pred")
         const_p = hi_p == lo_p
@@ -407,7 +409,7 @@ def evaluate(names, x: dict[str, torch.Tensor], opts: dict, shared: dict) -> dic
         else:
             css_p, mm_p = None, None
         if not need_f:
-            continue
+            return
         idx = _fixated(Fx[b], "fixations")
         nf = idx.size
         if "nss" in names and nf:
@@ -440,11 +442,8 @@ def evaluate(names, x: dict[str, torch.Tensor], opts: dict, shared: dict) -> dic
                     out["sauc"][b] = 0.5
                 else:
                     k = min(nf, oidx.size)
-                    keys = shuffled_sample_keys(oidx.size, n_splits, seed)
-                    kth = np.partition(keys, k - 1, axis=1)[:, k - 1].copy()  # 2x argpartition
-                    neg = _select_by_keys(_minmax_at(p, oidx, lo_p, rng_p), keys, kth, k)
-                    if neg is None:                              # tied keys: never seen
-                        neg = _minmax_at(p, shuffled_sample_indices(oidx, nf, n_splits, seed), lo_p, rng_p)
+                    draws = shuffled_sample_draws(oidx.size, k, n_splits, seed)
+                    neg = _fisher_yates_take(_minmax_at(p, oidx, lo_p, rng_p), draws)
                     out["sauc"][b] = _step_auc_mean(sth, neg, float(step), float(k))
         if "ig" in names and nf:
             if mm_p is None and not const_p:
@@ -453,4 +452,13 @@ def evaluate(names, x: dict[str, torch.Tensor], opts: dict, shared: dict) -> dic
             row, lo_b, hi_b, rng_b, mm_b = base[0] if len(base) == 1 else base[b]
             qv = np.full(nf, 1.0 / N) if hi_b == lo_b else _minmax_at(row, idx, lo_b, rng_b) / mm_b
             out["ig"][b] = float((np.log2(EPS + pv) - np.log2(EPS + qv)).sum() / nf)
+
+    if workers > 1 and B > 1:
+        # the kernels release the GIL: maps of the batch in parallel, each writing its own index
+        with ThreadPoolExecutor(min(workers, B)) as pool:
+            for f in [pool.submit(one, b) for b in range(B)]:
+                f.result()
+    else:
+        for b in range(B):
+            one(b)
     return {n: torch.from_numpy(v) for n, v in out.items()}

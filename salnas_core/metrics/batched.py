@@ -525,11 +525,11 @@ def _evaluate(names: Sequence[str], x: dict[str, torch.Tensor], opts: dict, chun
               shared: dict[str, object] | None = None, threads: int | None = 1) -> dict[str, torch.Tensor]:
     """Per-image values (B,) of each named metric, chunk by chunk."""
     with _cpu_threads(threads, x["pred"].device):
-        return _evaluate_chunks(names, x, opts, chunk, shared)
+        return _evaluate_chunks(names, x, opts, chunk, shared, threads or 1)
 
 
 def _evaluate_chunks(names: Sequence[str], x: dict[str, torch.Tensor], opts: dict, chunk: int | None,
-                     shared: dict[str, object] | None) -> dict[str, torch.Tensor]:
+                     shared: dict[str, object] | None, workers: int = 1) -> dict[str, torch.Tensor]:
     for n in names:
         missing = [k for k in _SPECS[n][1] if k not in x]
         if missing:
@@ -537,7 +537,7 @@ def _evaluate_chunks(names: Sequence[str], x: dict[str, torch.Tensor], opts: dic
     shared = {} if shared is None else shared
     p = x["pred"]
     if p.device.type == "cpu" and CPU_KERNELS and chunk is None:
-        return _cpu.evaluate(names, x, opts, shared)
+        return _cpu.evaluate(names, x, opts, shared, workers)
     out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     slices = _chunks(p.shape[0], p.device, chunk)
     for sl in slices:
@@ -665,8 +665,9 @@ class SaliencyMetrics(Metric):
     seed (AUC-Judd), n_splits, step, seed (Borji, sAUC), resize (bilinearly resize predictions
     whose size differs from the ground truth instead of raising), chunk (None, the default:
     fused numba kernels on CPU (_cpu.py), the whole batch at once on GPU; an int: images per
-    pass of the torch ops, also on CPU), threads (torch intra-op threads while computing on
-    CPU, default 1, restored after; None: leave as is).
+    pass of the torch ops, also on CPU), threads (CPU threads, default 1: with the numba
+    kernels, maps of a batch evaluated at once; with torch ops, intra-op threads, restored
+    after; None: torch's setting, one map at a time).
     """
 
     full_state_update = False

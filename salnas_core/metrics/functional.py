@@ -243,24 +243,34 @@ def borji_sample_indices(n_pixels: int, n_fix: int, n_splits: int, seed: int) ->
     return np.random.default_rng(seed).integers(0, n_pixels, size=(n_splits, n_fix))
 
 
-def shuffled_sample_keys(n_other: int, n_splits: int, seed: int) -> np.ndarray:
-    """The random keys behind shuffled_sample_indices: per split, the pixels with the
-    min(n_fix, n_other) smallest keys are the negatives."""
-    return np.random.default_rng(seed).random((n_splits, n_other))
+def shuffled_sample_draws(n_other: int, k: int, n_splits: int, seed: int) -> np.ndarray:
+    """Swap targets of a partial Fisher-Yates shuffle, one row per split: entry i is uniform in
+    [i, n_other), as i + floor(u * (n_other - i)) from `random((n_splits, k))` (clamped below
+    n_other; the bias of a float draw is ~2^-53)."""
+    i = np.arange(k)
+    span = n_other - i
+    u = np.random.default_rng(seed).random((n_splits, k))
+    return i + np.minimum((u * span).astype(np.int64), span - 1)
 
 
 def shuffled_sample_indices(other_flat: np.ndarray, n_fix: int, n_splits: int, seed: int) -> np.ndarray:
     """Per split, the first min(Nfix, L) entries of a random permutation of the other images'
     fixated pixels (Matlab: ind(randperm(L)) then 1:Nfixations_oth), i.e. a uniform draw without
-    replacement: (n_splits, min(n_fix, L)) flat indices into the map."""
+    replacement: (n_splits, min(n_fix, L)) flat indices into the map. The permutation is a
+    partial Fisher-Yates shuffle (k swaps, k random numbers per split, not L)."""
     L = other_flat.size
     k = min(n_fix, L)
     if k == 0:
         return np.zeros((n_splits, 0), dtype=np.int64)
-    # the k smallest of L iid uniforms are a uniform k-subset (order is irrelevant to the AUC)
-    keys = shuffled_sample_keys(L, n_splits, seed)
-    picks = np.argpartition(keys, k - 1, axis=1)[:, :k] if k < L else np.argsort(keys, axis=1)
-    return other_flat[picks]
+    j = shuffled_sample_draws(L, k, n_splits, seed)
+    perm = np.tile(np.arange(L), (n_splits, 1))
+    rows = np.arange(n_splits)
+    for i in range(k):                      # swap position i with j[:, i], all splits at once
+        ji = j[:, i]
+        held = perm[:, i].copy()
+        perm[:, i] = perm[rows, ji]
+        perm[rows, ji] = held
+    return other_flat[perm[:, :k]]
 
 
 def auc_borji(saliency_map, fixations, n_splits: int = 100, step: float = 0.1, seed: int = 0) -> float:

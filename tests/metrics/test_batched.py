@@ -245,6 +245,24 @@ def test_cpu_threads_are_restored_after_update():
     assert torch.get_num_threads() == 2
 
 
+def test_threads_evaluate_maps_in_parallel_with_the_same_values():
+    """threads=2 runs the numba kernels on two maps at once: per-image values equal one thread's
+    exactly (each map's arithmetic is unchanged), and a bad map still raises its clear error."""
+    p, d, f, o, b = make_batch(13, B=9)
+    x = {"pred": torch.from_numpy(p), "density": torch.from_numpy(d), "fixations": torch.from_numpy(f),
+         "other_fixations": torch.from_numpy(o), "baseline": torch.from_numpy(b)[None]}
+    opts = {"n_splits": 100, "step": 0.1, "seed": 0}
+    one = Bm._evaluate(Bm.ALL_NAMES, dict(x), opts, None, None, threads=1)
+    two = Bm._evaluate(Bm.ALL_NAMES, dict(x), opts, None, None, threads=2)
+    for n in Bm.ALL_NAMES:
+        assert torch.equal(one[n].isnan(), two[n].isnan())
+        assert torch.equal(one[n].nan_to_num(), two[n].nan_to_num()), n
+    bad = d.copy(); bad[7, 2, 2] = np.nan
+    m = Bm.SaliencyMetrics(names=("cc",), threads=2)
+    with pytest.raises(ValueError, match="density: contains NaN"):
+        m.update(torch.from_numpy(p), torch.from_numpy(bad))
+
+
 def test_full_size_maps_match_functional(cpu_path):
     """At 480x640 (307,200 pixels) summation order matters: a plain running sum of positive
     terms drifts ~1e-12 to 1e-11 relative; the kernels' blocked sums stay at float64 rounding
@@ -278,21 +296,32 @@ def test_numba_log_within_one_ulp():
     assert out[x == 1.0][0] == 0.0
 
 
-def test_sauc_negatives_by_keys_equal_the_sampler():
-    """The kernels pick sAUC negatives as keys <= the k-th key: the same sets as
-    functional.shuffled_sample_indices; a tie at the k-th key is refused (index path)."""
+def test_sauc_negatives_of_the_kernel_equal_the_sampler():
+    """The kernel's partial Fisher-Yates picks the same negatives, in the same order, as
+    functional.shuffled_sample_indices from the same draws; each split is without replacement
+    and k = L gives a whole permutation."""
     from salnas_core.metrics import _cpu
-    from salnas_core.metrics.functional import shuffled_sample_indices, shuffled_sample_keys
+    from salnas_core.metrics.functional import shuffled_sample_draws, shuffled_sample_indices
     other = np.sort(np.random.default_rng(3).choice(5000, 700, replace=False))
     vals = np.arange(5000, dtype=np.float64)                 # value = pixel index
     for k in (1, 200, 700):
-        keys = shuffled_sample_keys(other.size, 50, 4)
-        kth = np.partition(keys, k - 1, axis=1)[:, k - 1].copy()
-        got = _cpu._select_by_keys(vals[other], keys, kth, k)
+        got = _cpu._fisher_yates_take(vals[other], shuffled_sample_draws(other.size, k, 50, 4))
         want = shuffled_sample_indices(other, k, 50, 4)
-        assert np.array_equal(np.sort(got, 1), np.sort(want, 1).astype(np.float64))
-    keys[0, :2] = 0.0                                         # two keys tie at the 1st smallest
-    assert _cpu._select_by_keys(vals[other], keys, np.zeros(50), 1) is None
+        assert np.array_equal(got, want.astype(np.float64))
+        assert all(len(set(row)) == k for row in want) and np.isin(want, other).all()
+    assert np.array_equal(np.sort(want, 1), np.tile(other, (50, 1)))
+
+
+def test_sauc_sampler_is_uniform():
+    """Every other-image pixel is drawn equally often (chi-square over 20,000 splits), and the
+    first pick is uniform too: the partial shuffle has no positional bias."""
+    from scipy.stats import chisquare
+
+    from salnas_core.metrics.functional import shuffled_sample_indices
+    other = np.arange(40)
+    idx = shuffled_sample_indices(other, 10, 20000, 7)
+    assert chisquare(np.bincount(idx.ravel(), minlength=40)).pvalue > 1e-3
+    assert chisquare(np.bincount(idx[:, 0], minlength=40)).pvalue > 1e-3
 
 
 def test_bad_values_give_clear_errors(cpu_path):
