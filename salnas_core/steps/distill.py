@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,23 @@ def distill_variant(name: str, variant: dict[str, Any], supernet_path: Path, roo
     return summary
 
 
+def copy_twin(twin: str, name: str, out: Path, twin_summary: dict[str, Any]) -> dict[str, Any]:
+    """Variant `name` has the same subnet and settings as `twin`: the same distillation would
+    repeat; copy twin's folder with the models' meta and metrics.json renamed (one folder swap)."""
+    from salnas_core.supernet import load_model, save_model
+    from salnas_core.utils.io import atomic_dir, atomic_write_json
+
+    with atomic_dir(out / name) as tmp:
+        shutil.copytree(out / twin, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoints"))
+        for f in ("extracted.pt", "model.pt"):
+            m = load_model(tmp / f)
+            save_model(tmp / f, m, {**m.meta, "variant": name, "same_as": twin})
+        summary = {**twin_summary, "variant": name, "same_as": twin, "seconds": 0.0}
+        atomic_write_json(tmp / "metrics.json", summary)
+    log.info("%s: same subnet as %s, copied its distilled model", out / name, twin)
+    return summary
+
+
 def run(variants: str | Path, supernet: str | Path, data: str | Path, out: str | Path,
         variant: str | None = None, preset: str | None = None, self_kd: bool | None = None,
         resume: bool = False, force: bool = False, overrides: dict | None = None,
@@ -141,9 +159,15 @@ def run(variants: str | Path, supernet: str | Path, data: str | Path, out: str |
     sn_hash = file_sha256(sn)
     with tracking("distill" + (f"-{variant}" if variant else ""), {**p, "variants": names, "supernet": str(sn),
                                                                    "data": str(root)}, enabled=track) as (mlog, art):
+        by_sig: dict[str, str] = {}
         for n in names:
             sig = params_hash(p, table[n]["config"], sn_hash, str(root))
-            results[n] = distill_variant(n, table[n], sn, root, out, p, resume, force, device, progress, mlog, sig)
+            if sig in by_sig:   # same subnet as a variant distilled above (search's same_as): copy it
+                results[n] = copy_twin(by_sig[sig], n, out, results[by_sig[sig]])
+            else:
+                results[n] = distill_variant(n, table[n], sn, root, out, p, resume, force, device, progress,
+                                             mlog, sig)
+                by_sig[sig] = n
             art(out / n / "metrics.json")
             art(out / n / "plots")
     return results

@@ -88,8 +88,10 @@ def run(models: str | Path, data: list[str | Path], out: str | Path, search: str
         if search_info:
             md += ["## Search", "", "| variant | GMACs | Mparams | latency (ms, search table) | search score |",
                    "|---|---|---|---|---|"]
-            md += [f"| {k} | {v['macs'] / 1e9:.3f} | {v['params'] / 1e6:.2f} | {v['latency_ms']:.1f} | {v['score']:.3f} |"
-                   for k, v in search_info.items()]
+            for k, v in search_info.items():
+                twin = f" (same subnet as {v['same_as']})" if v.get("same_as") else ""
+                md.append(f"| {k}{twin} | {v['macs'] / 1e9:.3f} | {v['params'] / 1e6:.2f} | {v['latency_ms']:.1f} "
+                          f"| {v['score']:.3f} |")
         out.mkdir(parents=True, exist_ok=True)
         eff_rows: list[dict[str, Any]] = []
         if efficiency:

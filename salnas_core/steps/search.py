@@ -62,6 +62,27 @@ class _Cache:
         atomic_write_json(self.path, self.data, indent=None)
 
 
+def mark_same_subnets(variants: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """Budgets whose best subnet is one an earlier budget chose (a weak search, or a smaller
+    budget's pick that beats everything found within the larger one's limits) get
+    `same_as: <earlier>`; distill then copies instead of repeating. Returns the pairs."""
+    from salnas_core.search.evolution import config_key
+
+    first_of: dict[str, str] = {}
+    pairs = []
+    for name, v in variants.items():
+        k = config_key(v["config"])
+        if k in first_of:
+            v["same_as"] = first_of[k]
+            pairs.append((first_of[k], name))
+            log.warning("search: budgets %s and %s chose the same subnet (score %.4f): nothing better was "
+                        "found within %s's limits; a larger search (search.population, search.iterations) "
+                        "may separate them", first_of[k], name, v["score"], first_of[k])
+        else:
+            first_of[k] = name
+    return pairs
+
+
 def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | None = None,
         overrides: dict | None = None, params_path: str | Path | None = None, force: bool = False,
         device: str = "cpu", progress: bool = True, track: bool = True) -> dict[str, Any]:
@@ -226,6 +247,7 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
             variants[name] = {"config": c["config"], "macs": c["macs"], "params": c["params"],
                               "latency_ms": c["latency_ms"], "score": c["score"], "metrics": c["metrics"],
                               "limits": limits_of[name], "searched": not (budgets[name] or {}).get("max_subnet")}
+        mark_same_subnets(variants)
         # FIXED: a random config (never selected by score) with MACs closest to the reference variant
         ref_name = p.get("fixed_baseline")
         if ref_name and ref_name in variants and gen0.get(ref_name):

@@ -108,6 +108,37 @@ def test_distill_bad_variant_is_named(searched, supernet_dir, tiny_ingested, tmp
         run(bad, supernet_dir, tiny_ingested, tmp_path, preset="tiny", track=False)
 
 
+def test_budgets_with_the_same_subnet_are_marked():
+    from salnas_core.steps.search import mark_same_subnets
+
+    a, b = {"width": [1, 2], "depth": [1]}, {"width": [1, 3], "depth": [1]}
+    v = {"XL": {"config": b, "score": 1.0}, "M": {"config": a, "score": 2.0},
+         "S": {"config": dict(a), "score": 2.0}}
+    assert mark_same_subnets(v) == [("M", "S")]
+    assert v["S"]["same_as"] == "M" and "same_as" not in v["M"] and "same_as" not in v["XL"]
+
+
+def test_distill_copies_a_twin_variant_instead_of_repeating(searched, supernet_dir, tiny_ingested, tmp_path):
+    """Two variants with one subnet (search's same_as): distilled once, the second a renamed copy
+    with the same weights, its own meta and no checkpoints."""
+    import torch
+
+    from salnas_core.steps.distill import run
+    from salnas_core.supernet import load_model
+
+    table = _load(searched[0] / "variants.json")
+    twins = tmp_path / "variants.json"
+    twins.write_text(json.dumps({"M": table["M"], "S": {**table["M"], "same_as": "M"}}))
+    res = run(twins, supernet_dir, tiny_ingested, tmp_path / "d", preset="tiny", progress=False, track=False)
+    m, s = load_model(tmp_path / "d" / "M" / "model.pt"), load_model(tmp_path / "d" / "S" / "model.pt")
+    assert s.meta["variant"] == "S" and s.meta["same_as"] == "M" and m.meta["variant"] == "M"
+    assert all(torch.equal(x, y) for x, y in zip(m.state_dict().values(), s.state_dict().values()))
+    assert res["S"]["same_as"] == "M" and res["S"]["with"] == res["M"]["with"]
+    assert _load(tmp_path / "d" / "S" / "metrics.json")["variant"] == "S"
+    assert load_model(tmp_path / "d" / "S" / "extracted.pt").meta["variant"] == "S"
+    assert (tmp_path / "d" / "M" / "checkpoints").exists() and not (tmp_path / "d" / "S" / "checkpoints").exists()
+
+
 def test_evaluate_tables_and_efficiency(distilled, searched, tiny_ingested, tmp_path):
     from salnas_core.evaluate.efficiency import FIELDS
     from salnas_core.steps.evaluate import run
