@@ -177,14 +177,18 @@ class EvolutionSearch:
         self.rejected += not ok
         return ok
 
-    def _draw(self, make: Callable[[], Config], taken: set[str]) -> Config:
-        for _ in range(self.cfg.max_tries):
-            c = make()
-            k = config_key(c)
-            if k in taken or k in self._scored:
-                continue
-            if self.feasible(c):
-                return c
+    def _draw(self, make: Callable[[], Config], taken: set[str],
+              fallback: Callable[[], Config] | None = None) -> Config:
+        """A new feasible config from `make`, else from `fallback` (crossover of a few similar
+        parents can run out of new children: mutation still finds some)."""
+        for maker in (make, fallback) if fallback is not None else (make,):
+            for _ in range(self.cfg.max_tries):
+                c = maker()
+                k = config_key(c)
+                if k in taken or k in self._scored:
+                    continue
+                if self.feasible(c):
+                    return c
         raise RuntimeError(
             f"search: no new feasible config after {self.cfg.max_tries} tries under {self.constraints.as_dict()}"
             " (limits below the smallest subnet?)")
@@ -201,13 +205,20 @@ class EvolutionSearch:
             self.predictor.add(config, cand.score)
         return cand
 
-    def _screen(self, make: Callable[[], Config], n: int, taken: set[str]) -> list[tuple[Config, float | None]]:
-        """Draw n children; with a fitted predictor draw n*screen_factor and keep the best n."""
+    def _screen(self, make: Callable[[], Config], n: int, taken: set[str],
+                fallback: Callable[[], Config] | None = None) -> list[tuple[Config, float | None]]:
+        """Draw n children; with a fitted predictor draw up to n*screen_factor and keep the best n
+        (a small space may hold fewer new configs than the screening asks for: then screen those)."""
         use = self.predictor is not None and self.cfg.screen_factor > 1 and self.predictor.ready()
         m = n * self.cfg.screen_factor if use else n
         pool: list[Config] = []
         for _ in range(m):
-            c = self._draw(make, taken)
+            try:
+                c = self._draw(make, taken, fallback)
+            except RuntimeError:
+                if len(pool) >= n:
+                    break
+                raise
             taken.add(config_key(c))
             pool.append(c)
         if not use:
@@ -248,7 +259,8 @@ class EvolutionSearch:
                 a, b = rng.choice(parents).config, rng.choice(parents).config
                 return crossover(a, b, rng)
 
-            children = self._screen(make_mut, n_mut, taken) + self._screen(make_cross, n_cross, taken)
+            children = (self._screen(make_mut, n_mut, taken)
+                        + self._screen(make_cross, n_cross, taken, fallback=make_mut))
             new = []
             for c, pred in children:
                 new.append(self._evaluate(c, gen, pred))

@@ -86,6 +86,22 @@ def test_infeasible_limits_raise_clearly():
         _run(0, Constraints(max_macs=1.0))
 
 
+def test_crossover_of_similar_parents_falls_back_to_mutation():
+    """Parents differing in one gene have only themselves as crossover children: the search
+    still fills each generation (by mutation) instead of stopping, even with predictor screening
+    asking for 3x the children (the main job's search once stopped here)."""
+    base = {"space": "toy", "depth": [2, 2, 2], "width": [24, 24, 24], "kernel": [3, 3, 3]}
+    twin = {**base, "kernel": [3, 3, 5]}
+
+    cfg = EvolutionConfig(population=2, iterations=3, parents=2, mutate_prob=0.3, mutation_ratio=0.5,
+                          seed=0, screen_factor=3)
+    s = EvolutionSearch(sample, cost, score, Constraints(), cfg, predictor=create_predictor("ridge"),
+                        seeds=[base, twin])           # the initial population: the two near twins
+    hist = s.run(progress=False)
+    assert len(hist) == 2 * 4 and len({config_key(h.config) for h in hist}) == 8
+    assert all(in_space(h.config) for h in hist)
+
+
 @pytest.mark.parametrize("name", sorted(PREDICTORS))
 def test_predictor_rank_correlation_on_scored_candidates(name):
     rng = random.Random(1)
