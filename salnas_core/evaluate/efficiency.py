@@ -129,14 +129,19 @@ if sys.argv[6] == "1":
 before = psutil.Process().memory_info().rss
 with torch.inference_mode():
     m(x)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+try:  # this process's own high-water mark: Linux's ru_maxrss keeps the forking parent's RSS
+    with open("/proc/self/status") as f:
+        peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) * 1024
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 print(json.dumps({"rss_before_mb": before / 1e6, "peak_rss_mb": peak / 1e6}))
 """
 
 
 def peak_memory_cpu_mb(model_path: str | Path, input_size: Sequence[int], batch: int = 1, threads: int = 1,
                        channels_last: bool = True) -> dict[str, float]:
-    """Peak resident memory of one forward pass, in a fresh process (ru_maxrss high-water mark).
+    """Peak resident memory of one forward pass, in a fresh process (its VmHWM high-water mark;
+    not ru_maxrss, which on Linux starts at the parent's RSS when forked from a large process).
 
     `peak_mem_mb` is the peak minus the resident size just before the forward (activations and
     workspace); `peak_rss_mb` is the whole process (torch runtime + weights + activations).
@@ -219,7 +224,7 @@ def efficiency_row(name: str, model: Any, model_path: str | Path | None = None,
                 save_model(tmp.name, model.cpu())
                 model_path = tmp.name
             row.update(peak_memory_cpu_mb(model_path, input_size, 1, torch.get_num_threads(), channels_last))
-            row["peak_mem_method"] = "fresh process: ru_maxrss after one batch-1 forward minus RSS before it"
+            row["peak_mem_method"] = "fresh process: peak RSS (VmHWM) after one batch-1 forward minus RSS before it"
         finally:
             if tmp is not None:
                 os.unlink(tmp.name)

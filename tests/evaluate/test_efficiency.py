@@ -15,6 +15,22 @@ def small_net():
     return build_subnet(get_space("lite").min_config()).eval()
 
 
+def test_peak_memory_is_the_probe_s_own_not_the_parent_s(small_net, tmp_path):
+    """The probe runs in a fresh process: a parent holding 800 MB must not show up in its peak
+    (Linux's ru_maxrss starts at the forking parent's RSS: the main job once reported ~1.9 GB
+    for a 3 M-parameter net)."""
+    import numpy as np
+
+    from salnas_core.evaluate.efficiency import peak_memory_cpu_mb
+    from salnas_core.supernet import save_model
+
+    path = save_model(tmp_path / "s.pt", small_net)
+    ballast = np.ones(100_000_000)            # 800 MB, touched: resident in this process
+    got = peak_memory_cpu_mb(path, (64, 96))
+    assert ballast[-1] == 1.0
+    assert 0 < got["peak_mem_mb"] < 200 and got["peak_rss_mb"] < 750, got
+
+
 def test_efficiency_row_fields(small_net, tmp_path):
     from salnas_core.supernet import count_macs, count_params
 
