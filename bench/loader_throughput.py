@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 from _machine import machine  # noqa: E402
+from _results import write_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -28,19 +29,6 @@ HEADER = ("| date | machine | stage | images | size | images/s (wall) | CPU ms/i
           "|---|---|---|---|---|---|---|---|")
 
 
-
-
-def write_rows(results: Path, rows: list[str]) -> None:
-    from salnas_core.utils.io import atomic_write_text
-
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    if TITLE not in text:
-        text = text.rstrip("\n") + f"\n\n{TITLE}\nReal OSIE JPEGs (800x600); compare rows of one run only.\n\n{HEADER}\n"
-    start = text.index(TITLE)
-    nxt = text.find("\n## ", start + len(TITLE))
-    end = len(text) if nxt < 0 else nxt
-    section = text[start:end].rstrip("\n") + "\n" + "\n".join(rows) + "\n"
-    atomic_write_text(results, text[:start] + section + ("\n" + text[end:].lstrip("\n") if nxt >= 0 else ""))
 
 
 def bench_prep(records, size, sigma) -> tuple[float, float]:
@@ -109,7 +97,7 @@ def main() -> None:
              f"{'-' if cpu is None else f'{cpu:.0f}'} | {cmd} |" for stage, n, rate, cpu in rows]
     print(HEADER)
     print("\n".join(lines))
-    write_rows(Path(args.results), lines)
+    write_rows(Path(args.results), TITLE, "Real OSIE JPEGs (800x600); compare rows of one run only.", HEADER, lines)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from _machine import machine  # noqa: E402
+from _results import write_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -32,20 +33,6 @@ HEADER = ("| date | machine | device | maps | size | fix/map | batched s | pysal
 NAMES = ("cc", "kld", "nss", "sim", "auc_judd", "auc_borji", "sauc", "ig")
 
 
-
-
-def write_row(results: Path, row: str) -> None:
-    from salnas_core.utils.io import atomic_write_text
-
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    if TITLE not in text:
-        text = (text.rstrip("\n") + f"\n\n{TITLE}\nWhole metric suite, batched vs per-map; ratio = "
-                f"pysaliency s / batched s within one run.\n\n{HEADER}\n")
-    start = text.index(TITLE)
-    nxt = text.find("\n## ", start + len(TITLE))
-    end = len(text) if nxt < 0 else nxt
-    section = text[start:end].rstrip("\n") + "\n" + row + "\n"
-    atomic_write_text(results, text[:start] + section + ("\n" + text[end:].lstrip("\n") if nxt >= 0 else ""))
 
 
 def make_data(n: int, size: tuple[int, int], n_fix: int, seed: int = 0):
@@ -203,7 +190,8 @@ def main() -> None:
         row = (f"| {time.strftime('%Y-%m-%d %H:%M')} | {machine()} | {dev} (torch {torch.__version__}, "
                f"{threads or torch.get_num_threads()} threads, {path}) | {args.n} | {size[0]}x{size[1]} | {args.fix} | {t_b:.2f} | "
                f"{t_p:.2f} | {ratio:.1f}x | {t_f:.2f} | {diff_f:.1e} | {diff_p:.1e} | {cmd} |")
-        write_row(Path(args.results), row)
+        write_rows(Path(args.results), TITLE, "Whole metric suite, batched vs per-map; ratio = "
+                   "pysaliency s / batched s within one run.", HEADER, [row])
         print("row written to", args.results)
 
 

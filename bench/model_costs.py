@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from supernet_overhead import machine, write_row  # noqa: E402
+from _machine import machine  # noqa: E402
+from _results import write_rows  # noqa: E402
 
 TITLE = "## Subnet params and MACs (bench/model_costs.py)"
 HEADER = ("| date | space | subnet | resolution | params M | GMACs (FlopCounterMode) | paper-style params M | "
@@ -52,10 +53,10 @@ def main() -> None:
             print(f"{name:7s} {label:9s} params {params / 1e6:6.2f} M  {macs / 1e9:5.2f} GMACs  paper-style {paper}")
             row = (f"| {time.strftime('%Y-%m-%d %H:%M')} | {name} | {label} | {cfg['resolution'][0]} | "
                    f"{params / 1e6:.2f} | {macs / 1e9:.2f} | {paper} | `{short}` | `{cmd.strip()}` |")
-            write_row(Path(args.results), TITLE,
-                      f"Input 1x3x{args.size[0]}x{args.size[1]}; torch {torch.__version__}; machine {machine()}. "
-                      "Paper (ptflops, AttentiveNAS static model): salnas max 20.98 M / 3.89 GMACs "
-                      "(FlopCounterMode 3.80), min 6.35 M / 0.55-0.56.", HEADER, row)
+            write_rows(Path(args.results), TITLE,
+                       f"Input 1x3x{args.size[0]}x{args.size[1]}; torch {torch.__version__}; machine {machine()}. "
+                       "Paper (ptflops, AttentiveNAS static model): salnas max 20.98 M / 3.89 GMACs "
+                       "(FlopCounterMode 3.80), min 6.35 M / 0.55-0.56.", HEADER, [row])
 
 
 if __name__ == "__main__":

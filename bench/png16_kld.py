@@ -28,6 +28,7 @@ from salnas_core.data.ground_truth import density_map  # noqa: E402
 from salnas_core.data.readers.base import matlab_xy_to_rc  # noqa: E402
 from salnas_core.serve.predict import to_uint16  # noqa: E402
 from _machine import machine as _machine  # noqa: E402
+from _results import write_rows  # noqa: E402
 
 EPS = np.finfo(np.float64).eps  # MIT benchmark KLD: eps = 2.2204e-16
 
@@ -85,14 +86,10 @@ def main() -> None:
               "| max abs change 16-bit |\n|---|---|---|---|---|---|---|")
     print(header)
     print("\n".join(lines))
-    res = Path(args.results)
-    title = "## PNG bit depth and KLD (bench/png16_kld.py)"
-    text = res.read_text() if res.exists() else "# Benchmark results\n"
-    if title not in text:
-        text += f"\n{title}\nOSIE, sigma 24 px at 800x600; change = KLD(gt, stored map) - KLD(gt, float map).\n\n{header}\n"
-    text += "\n".join(lines) + f"\n\n{time.strftime('%Y-%m-%d %H:%M')}, {_machine()}: " \
-        f"`.venv/bin/python bench/png16_kld.py --n {args.n}`\n"
-    res.write_text(text)
+    stamp = f"{time.strftime('%Y-%m-%d %H:%M')}, {_machine()}: `.venv/bin/python bench/png16_kld.py --n {args.n}`"
+    write_rows(Path(args.results), "## PNG bit depth and KLD (bench/png16_kld.py)",
+               "OSIE, sigma 24 px at 800x600; change = KLD(gt, stored map) - KLD(gt, float map).",
+               header, lines + ["", stamp])
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 from _machine import machine as _machine  # noqa: E402
+from _results import write_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -91,12 +92,9 @@ def main() -> None:
             f"| {v:.1f} | {base / v:.2f}x | {onnx_s['max_abs_diff']:.1e} | {cmd} |" for k, v in t.items()]
     print(header)
     print("\n".join(rows))
-    res = Path(args.results)
-    title = "## Deployment speed (bench/serve_speed.py)"
-    text = res.read_text() if res.exists() else "# Benchmark results\n"
-    if title not in text:
-        text += f"\n{title}\nBatch 1, same subnet in each runtime; `vs eager` = eager time / this time, within one run.\n\n{header}\n"
-    res.write_text(text + "\n".join(rows) + "\n")
+    write_rows(Path(args.results), "## Deployment speed (bench/serve_speed.py)",
+               "Batch 1, same subnet in each runtime; `vs eager` = eager time / this time, within one run.",
+               header, rows)
 
 
 if __name__ == "__main__":

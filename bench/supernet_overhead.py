@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 from _machine import machine  # noqa: E402
+from _results import write_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -22,20 +23,6 @@ HEADER = ("| date | machine | torch threads | space | input | supernet max ms | 
           "max abs diff | command |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
-
-
-def write_row(results: Path, title: str, intro: str, header: str, row: str) -> None:
-    """Append `row` to section `title` of the markdown results file (atomically)."""
-    from salnas_core.utils.io import atomic_write_text
-
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    if title not in text:
-        text = text.rstrip("\n") + f"\n\n{title}\n{intro}\n\n{header}\n"
-    start = text.index(title)
-    nxt = text.find("\n## ", start + len(title))
-    end = len(text) if nxt < 0 else nxt
-    section = text[start:end].rstrip("\n") + "\n" + row + "\n"
-    atomic_write_text(results, text[:start] + section + ("\n" + text[end:].lstrip("\n") if nxt >= 0 else ""))
 
 
 def time_pair(a, b, x, repeats: int, warmup: int = 3) -> tuple[float, float]:
@@ -84,8 +71,8 @@ def main() -> None:
         row = (f"| {time.strftime('%Y-%m-%d %H:%M')} | {machine()} | {torch.get_num_threads()} | {name} | "
                f"1x3x{args.size[0]}x{args.size[1]} channels_last | {dyn_ms:.1f} | {st_ms:.1f} | {ratio:.3f} | "
                f"{diff:.1e} | `{cmd.strip()}` |")
-        write_row(Path(args.results), TITLE, "Median of interleaved runs, torch "
-                  f"{torch.__version__} CPU fp32, batch 1; ratio = supernet / static (goal <= 1.2).", HEADER, row)
+        write_rows(Path(args.results), TITLE, "Median of interleaved runs, torch "
+                   f"{torch.__version__} CPU fp32, batch 1; ratio = supernet / static (goal <= 1.2).", HEADER, [row])
 
 
 if __name__ == "__main__":
