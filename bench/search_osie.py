@@ -102,7 +102,7 @@ def main() -> None:
     import torch
 
     from salnas_core.steps import distill, evaluate, search
-    from salnas_core.steps._nas_common import parse_set
+    from salnas_core.utils.params import parse_set
 
     out = Path(args.out)
     times: list = []

@@ -1,39 +1,58 @@
 """`salnas` command line: argument parsing only; the work lives in salnas_core.steps and friends.
 
-Each subcommand is a module exposing `add_arguments(parser)` and `run_cli(args) -> int | None`.
-Modules are imported only when their subcommand runs, so `salnas --help` is fast.
+Pipeline steps get their options from their definition in salnas_core.steps.registry and run as
+`<module>.run(**options)`; a step module may define `summarize(result) -> str | None` for what is
+printed (default: the result as JSON). Other commands are modules exposing
+`add_arguments(parser)` and `run_cli(args) -> int | None`. Modules are imported only when their
+command runs, so `salnas --help` is fast.
+
+One error policy: a user mistake (salnas_core.errors.UserError, a missing file) is one line on
+stderr and exit status 2; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import importlib.util
+import json
+import logging
+import os
 import sys
+from pathlib import Path
+from typing import Any
 
-# subcommand -> (module, one-line help)
+from salnas_core.errors import UserError
+from salnas_core.steps.registry import STEPS, get_step
+
+# other commands: name -> (module, one-line help); a module that is not installed is left out
 COMMANDS: dict[str, tuple[str, str]] = {
-    "ingest": ("salnas_core.steps.ingest", "read, validate and preprocess a saliency dataset"),
-    "train-supernet": ("salnas_core.steps.train_supernet", "train the weight-sharing supernet (sandwich rule + Self-KD)"),
-    "search": ("salnas_core.steps.search", "evolutionary search of subnets under cost limits"),
-    "distill": ("salnas_core.steps.distill", "fine-tune chosen subnets with Self-KD"),
-    "evaluate": ("salnas_core.steps.evaluate", "metrics tables and efficiency report"),
-    "register": ("salnas_core.steps.register", "register the best model in MLflow (champion gate)"),
-    "pipeline": ("salnas_core.pipeline_cli", "compile / run-local / submit the Kubeflow pipeline"),
-    "k8s": ("salnas_core.tracking.k8s", "distributed training on Kubernetes (PyTorchJob)"),
+    "pipeline": ("pipelines.cli", "compile / run-local / submit the Kubeflow pipeline"),
+    "k8s": ("salnas_core.tracking.k8s", "distributed training on Kubernetes"),
     "predict": ("salnas_core.serve.predict", "saliency maps for your own images"),
     "export": ("salnas_core.serve.export", "export a model to ONNX or TorchScript"),
     "report": ("salnas_core.serve.report", "one HTML page from evaluate/search/efficiency outputs"),
     "main": ("salnas_core.main_job", "run the whole pipeline on this machine (the README's main job)"),
+    "dvc-stages": ("salnas_core.steps.dvc_stages", "write (or --check) dvc.yaml from the step registry"),
 }
+USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 def _available(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is not installed
+        return False
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="salnas", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for defn in STEPS:
+        help_ = defn.description
+        p = sub.add_parser(defn.name, help=help_, description=help_)
+        p.set_defaults(_step=defn.name)
+        defn.add_arguments(p)
     for name, (module, help_) in COMMANDS.items():
         if not _available(module):
             continue
@@ -43,14 +62,84 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def setup_logging(verbose: bool = False) -> None:
+    """One log format for every command: `time level logger: message` on stderr."""
+    root = logging.getLogger()
+    if root.handlers:  # configured by the host (a test, an embedding program)
+        return
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("botocore", "urllib3", "alembic", "matplotlib", "numba", "PIL", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def step_options(defn, args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of `run()` from parsed options: what was not given is left out (so
+    run() takes params.yaml's value), --set becomes `overrides`, input paths must exist."""
+    from salnas_core.utils.params import parse_set
+
+    opts = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command", "verbose")
+            and v is not None}
+    for a in defn.inputs:
+        for flag, _ in a.flags:
+            dest = flag.lstrip("-").replace("-", "_")
+            for path in (opts.get(dest) if isinstance(opts.get(dest), list) else [opts.get(dest)]):
+                if path is not None and "://" not in str(path) and not Path(path).exists():
+                    raise UserError(f"{path}: not found (given to {flag}; make it with the step that writes "
+                                    f"it, or fix the path)")
+    for p in defn.params:  # an input folder given as a parameter (ingest --source)
+        if p.name == "source" and opts.get("source") and "://" not in opts["source"] \
+                and not Path(opts["source"]).exists():
+            raise UserError(f"{opts['source']}: not found (given to --source)")
+    if "overrides" in opts:
+        opts["overrides"] = parse_set(opts["overrides"]) or None
+        if opts["overrides"] is None:
+            del opts["overrides"]
+    if defn.progress:  # a bar only on a terminal: no carriage returns in dvc/Kubeflow logs
+        opts["progress"] = bool(opts.get("progress", True)) and sys.stderr.isatty()
+    for o in defn.out_params:
+        opts.pop(o.name, None)
+    return opts
+
+
+def run_step(defn, args: argparse.Namespace) -> int:
+    from salnas_core.utils.io import atomic_write_text
+
+    module = importlib.import_module(defn.module)
+    result = module.run(**step_options(defn, args))
+    for o in defn.out_params:  # KFP output parameters: the value as JSON text in the given file
+        path = getattr(args, o.name, None)
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(result[o.name]))
+    summarize = getattr(module, "summarize", None)
+    text = summarize(result) if summarize else json.dumps(result, indent=1, default=str)
+    if text:
+        print(text, flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "_module", None):
-        parser.print_help()
+    setup_logging(args.verbose)
+    name = args.command
+    try:
+        if getattr(args, "_step", None):
+            return run_step(get_step(args._step), args)
+        if not getattr(args, "_module", None):
+            parser.print_help()
+            return 2
+        return int(importlib.import_module(args._module).run_cli(args) or 0)
+    except USER_ERRORS as e:
+        msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
+        print(f"salnas {name}: error: {msg}", file=sys.stderr)
+        if os.environ.get("SALNAS_DEBUG"):
+            raise
         return 2
-    rc = importlib.import_module(args._module).run_cli(args)
-    return int(rc or 0)
+    except KeyboardInterrupt:
+        print(f"salnas {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,21 +1,20 @@
-"""`salnas main`: the whole SalNAS pipeline on this machine, with embedded defaults (the README's main job).
+"""`salnas main`: the whole SalNAS pipeline on this machine, through DVC (the README's main job).
 
-1. Picks the data: `<repo>/../shared/data/<dataset>` (real eye-tracking data) when it is there, else a
-   generated synthetic dataset (and says so).
-2. Writes the raw source snapshot `data/raw/<dataset>` (the files ingest reads) and records it in DVC
-   (`data.dvc`, `dvc commit`): its hash is the data version the registry records.
-3. Opens the parent MLflow run (embedded default: `sqlite:///<repo>/mlflow.db`) and runs `dvc repro`
-   (ingest, train_supernet, search, distill, evaluate, register); each stage is a child run.
-   Without DVC (`--no-dvc`, or no `dvc` command) the same stage commands run in order from dvc.yaml.
-4. Prints where the champion is: `models:/salnas@champion`, which `salnas predict` uses by default.
+It only drives DVC through DVC's own interface and never edits a tracked file:
+- `salnas main` (the `cpu` preset = params.yaml as committed) runs `dvc repro`;
+- `salnas main --preset tiny|paper`, `--dataset`, `--limit` run `dvc exp run -S key=value ...` with
+  the preset's keys (salnas_core/steps/presets.yaml): DVC applies them to params.yaml, records the
+  experiment (`dvc exp show`), and the values that ran are the ones it shows.
+- Without the shared eye-tracking data (`../shared/data/<dataset>`) it says so loudly and runs on a
+  generated dataset (`-S data.dataset=synthetic`).
+- `--no-dvc` runs the same steps in order in this process, with the same paths and values.
+The stages are children of one parent MLflow run (embedded default: ./mlflow.db).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -23,144 +22,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from salnas_core.utils.io import replace_dir
+from salnas_core.errors import UserError
 
 log = logging.getLogger(__name__)
 
-PACKAGE_REPO = Path(__file__).resolve().parents[1]
-PRESET_SECTIONS = ("train_supernet", "search", "distill", "evaluate")
-# images ingest takes per preset (the first N by id; splits still over the whole dataset): None = all
-INGEST_LIMIT = {"tiny": 24, "cpu": None, "paper": None}
-SYNTHETIC_IMAGES = {"tiny": 24, "cpu": 160, "paper": 400}
-SHARED_DATASETS = ("osie", "nus_scene")
+PRESETS = ("cpu", "tiny", "paper")
 
 
 def _say(msg: str) -> None:
     print(f"[salnas main] {msg}", flush=True)
 
 
-# ----------------------------------------------------------------------------- data
-
-def shared_source(repo: Path, dataset: str) -> Path | None:
-    """`<repo>/../shared/data/<dataset>` when it holds a fixations.json, else None."""
-    src = repo.parent / "shared" / "data" / dataset
-    return src if (src / "fixations.json").is_file() and (src / "stimuli").is_dir() else None
-
-
-def snapshot_shared(src: Path, dest: Path, limit: int | None = None) -> dict[str, Any]:
-    """Copy the files ingest reads (stimuli, fixations.json, LICENSE) into `dest`, whole or not at all.
-
-    With `limit`, the first `limit` images by file name and their fixations only. The same inputs
-    give the same bytes, so the DVC hash (data version) is stable across runs.
-    """
-    from salnas_core.utils.io import read_json
-
-    meta = read_json(src / "fixations.json")
-    images = sorted(meta.get("images") or [], key=lambda e: e["file"])
-    if not images:
-        raise ValueError(f"{src / 'fixations.json'}: no images listed")
-    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        if limit is not None and limit < len(images):
-            images = images[:limit]
-            sub = dict(meta, images=images, n_images=len(images),
-                       n_fixations=sum(len(s.get("x", [])) for e in images for s in e.get("subjects", [])),
-                       subset=f"first {limit} images by file name of {src.name}")
-            (tmp / "fixations.json").write_text(json.dumps(sub, separators=(",", ":")))
-        else:
-            shutil.copyfile(src / "fixations.json", tmp / "fixations.json")
-        for e in images:
-            target = tmp / e["file"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src / e["file"], target)
-        for extra in ("LICENSE", "LICENSE.txt"):
-            if (src / extra).is_file():
-                shutil.copyfile(src / extra, tmp / extra)
-        replace_dir(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return {"source": str(src), "images": len(images), "synthetic": False}
-
-
-def snapshot_synthetic(dest: Path, n_images: int, seed: int = 0) -> dict[str, Any]:
-    from salnas_core.data import synthetic
-
-    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        synthetic.generate(tmp, n_images=n_images, seed=seed)
-        replace_dir(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return {"source": f"synthetic.generate(n_images={n_images}, seed={seed})", "images": n_images,
-            "synthetic": True}
-
-
-# ----------------------------------------------------------------------------- params.yaml
-
-def set_params(path: Path, changes: dict[tuple[str, str], Any]) -> list[str]:
-    """Set top-level `section: key: value` entries in params.yaml by editing only those lines
-    (comments and layout stay). Returns what changed, as "section.key: old -> new"."""
-    lines = path.read_text().splitlines(keepends=True)
-    done = []
-    for (section, key), value in changes.items():
-        new = json.dumps(value) if not isinstance(value, str) else value
-        start = next((i for i, ln in enumerate(lines) if re.match(rf"^{re.escape(section)}:\s*(#.*)?$", ln)), None)
-        if start is None:
-            raise ValueError(f"{path}: no top-level section {section!r}")
-        for i in range(start + 1, len(lines)):
-            if re.match(r"^\S", lines[i]):  # the next section: key missing
-                raise ValueError(f"{path}: section {section!r} has no key {key!r}")
-            m = re.match(rf"^(\s+{re.escape(key)}:\s*)([^#\n]*?)(\s*(#.*)?)$", lines[i].rstrip("\n"))
-            if m and len(m.group(1)) - len(m.group(1).lstrip()) == 2:
-                if m.group(2).strip() != new:
-                    lines[i] = f"{m.group(1)}{new}{m.group(3)}\n"
-                    done.append(f"{section}.{key}: {m.group(2).strip()} -> {new}")
-                break
-        else:  # the last section, key missing
-            raise ValueError(f"{path}: section {section!r} has no key {key!r}")
-    if done:
-        from salnas_core.utils.io import atomic_write_text
-
-        atomic_write_text(path, "".join(lines))
-    return done
-
-
-def resolve_templates(text: str, params: dict[str, Any]) -> str:
-    """dvc.yaml's `${a.b}` substitution, for running the stages without DVC."""
-    def sub(m: re.Match) -> str:
-        v: Any = params
-        for part in m.group(1).split("."):
-            if not isinstance(v, dict) or part not in v:
-                raise KeyError(f"dvc.yaml: ${{{m.group(1)}}} is not in params.yaml")
-            v = v[part]
-        return _unpack(v)
-
-    return re.sub(r"\$\{\s*([\w.]+)\s*\}", sub, text)
-
-
-def _unpack(v: Any) -> str:
-    """DVC's dict unpacking in cmd: {limit: 24, fast: true} -> "--limit 24 --fast"."""
-    if not isinstance(v, dict):
-        return str(v)
-    parts = []
-    for k, x in v.items():
-        if x is True:
-            parts.append(f"--{k}")
-        elif x is not None and x is not False:
-            parts.append(f"--{k} {x}")
-    return " ".join(parts)
-
-
-# ----------------------------------------------------------------------------- running
-
-def _env(repo: Path) -> dict[str, str]:
+def _env(root: Path) -> dict[str, str]:
     """Subprocess env: the venv's `salnas`/`dvc` on PATH, the embedded MLflow store unless one is set."""
     env = os.environ.copy()
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     env.setdefault("DVC_NO_ANALYTICS", "1")
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     return env
@@ -171,121 +48,122 @@ def dvc_command() -> str | None:
     return str(cand) if cand.exists() else shutil.which("dvc")
 
 
-def _run(cmd: list[str] | str, repo: Path, env: dict[str, str]) -> None:
-    shown = cmd if isinstance(cmd, str) else " ".join(cmd)
-    _say(f"$ {shown}")
-    rc = subprocess.run(cmd, cwd=repo, env=env, shell=isinstance(cmd, str)).returncode
+def _run(cmd: list[str], root: Path, env: dict[str, str]) -> None:
+    import shlex
+
+    _say("$ " + shlex.join(cmd))
+    rc = subprocess.run(cmd, cwd=root, env=env).returncode
     if rc != 0:
-        raise RuntimeError(f"`{shown}` failed with exit code {rc} (in {repo})")
+        raise RuntimeError(f"`{shlex.join(cmd)}` failed with exit code {rc} (in {root})")
 
 
-def stage_commands(repo: Path) -> list[tuple[str, str]]:
-    """(stage, command) from dvc.yaml in order, templates resolved from params.yaml."""
+def settings(preset: str, dataset: str | None, limit: int | None, params: dict[str, Any]) -> list[str]:
+    """The `-S key=value` settings this main job needs on top of params.yaml (empty: plain repro)."""
     import yaml
 
-    from salnas_core.utils.params import load_params
+    from salnas_core.steps.snapshot import SHARED_DATASETS, SYNTHETIC, shared_root, shared_source
+    from salnas_core.utils.params import check_keys, flatten, preset_overlay
 
-    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
-    params = load_params(repo / "params.yaml")
-    return [(name, resolve_templates(" ".join(str(st["cmd"]).split()), params))
-            for name, st in (spec.get("stages") or {}).items()]
-
-
-def track_raw(repo: Path, dvc: str, env: dict[str, str]) -> str:
-    """Record data/raw in data.dvc (hashes + cache); returns its md5 (the data version)."""
-    import yaml
-
-    dvc_file = repo / "data.dvc"
-    spec = yaml.safe_load(dvc_file.read_text()) if dvc_file.exists() else None
-    outs = (spec or {}).get("outs") or []
-    if not outs or outs[0].get("path") != "data/raw":
-        from salnas_core.utils.io import atomic_write_text
-
-        atomic_write_text(dvc_file, "outs:\n- path: data/raw\n")
-    _run([dvc, "commit", "--force", "--quiet", "data.dvc"], repo, env)
-    return str(yaml.safe_load(dvc_file.read_text())["outs"][0].get("md5", "?"))
+    overlay = preset_overlay(preset) if preset != "cpu" else {}
+    for section, values in overlay.items():
+        check_keys(section, params.get(section) or {}, values, f"preset {preset!r}")
+    sets = {f"{s}.{k}": v for s, values in overlay.items() for k, v in flatten(values)}
+    want = dataset or params["data"]["dataset"]
+    if want in SHARED_DATASETS and shared_source(want) is None:
+        _say(f"{shared_root() / want} not found: GENERATING a synthetic dataset (objects with fixations drawn from a "
+             f"known density) instead of real eye-tracking data")
+        want = SYNTHETIC
+    if want != params["data"]["dataset"]:
+        sets["data.dataset"] = want
+    if limit is not None:
+        sets["ingest.limit"] = limit
+    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in sets.items()]
 
 
-def run(repo: str | os.PathLike | None = None, *, preset: str = "cpu", dataset: str = "osie",
-        use_dvc: bool = True, push: str | None = None, limit: int | None = None) -> dict[str, Any]:
-    """The main job; returns registered.json's content plus timings."""
+def run_in_process(root: Path, sets: list[str]) -> dict[str, float]:
+    """The DVC stages' commands, in order, in this process (no DVC): same paths, same values."""
+    from salnas_core import cli
+    from salnas_core.steps.dvc_stages import STAGES, stage_argv
+    from salnas_core.steps.registry import get_step
+    from salnas_core.utils.params import load_params, parse_set
+
+    params = load_params(root / "params.yaml")
+    over = parse_set(sets)
+    timings = {}
+    for name in STAGES:
+        argv = stage_argv(name)[1:]
+        for section in ("data",):  # DVC's ${data.*} templates, from the same values
+            values = {**params.get(section, {}), **over.get(section, {})}
+            argv = [a.replace("${data.dataset}", str(values["dataset"])).replace("${data.format}", str(values["format"]))
+                    for a in argv]
+        section = get_step(name).section
+        for k, v in (over.get(section) or {}).items():
+            import json
+
+            argv += ["--set", f"{k}={json.dumps(v)}"]
+        t = time.perf_counter()
+        _say("$ salnas " + " ".join(argv))
+        rc = cli.main(argv)
+        if rc:
+            raise RuntimeError(f"salnas {name} failed with exit code {rc}")
+        timings[name] = time.perf_counter() - t
+    return timings
+
+
+def run(*, preset: str = "cpu", dataset: str | None = None, use_dvc: bool = True, push: str | None = None,
+        limit: int | None = None, name: str | None = None) -> dict[str, Any]:
+    """The main job in the working directory; returns registered.json's content plus timings."""
     t0 = time.perf_counter()
-    repo = Path(repo or (Path.cwd() if (Path.cwd() / "dvc.yaml").exists() else PACKAGE_REPO)).resolve()
-    if not (repo / "dvc.yaml").is_file() or not (repo / "params.yaml").is_file():
-        raise FileNotFoundError(f"{repo}: not a SalNAS repository (dvc.yaml and params.yaml expected)")
-    params_path = repo / "params.yaml"
+    root = Path.cwd().resolve()
+    if not (root / "dvc.yaml").is_file() or not (root / "params.yaml").is_file():
+        raise UserError(f"{root}: not a SalNAS project folder (dvc.yaml and params.yaml expected); cd into the "
+                        f"repository")
     from salnas_core.utils.params import load_params
 
-    current = load_params(params_path)
-
-    # 1-2. data: the real eye-tracking data beside the repo, else generated
-    src = shared_source(repo, dataset) if dataset in SHARED_DATASETS else None
-    raw_root = repo / "data" / "raw"
-    raw_root.mkdir(parents=True, exist_ok=True)
-    n = limit if limit is not None else INGEST_LIMIT.get(preset)
-    if src is not None:
-        name = dataset
-        _say(f"data: real eye-tracking data from {src}" + (f" (ingesting the first {n} images, preset {preset})"
-                                                           if n else ""))
-        info = snapshot_shared(src, raw_root / name)
-    else:
-        n_syn, n = n or SYNTHETIC_IMAGES.get(preset, 160), None
-        name = "synthetic"
-        _say(f"data: {repo.parent / 'shared' / 'data' / dataset} not found: GENERATING a synthetic dataset "
-             f"({n_syn} images with objects and fixations drawn from a known density) instead")
-        info = snapshot_synthetic(raw_root / name, n_syn)
-    for other in raw_root.iterdir():  # data/raw holds exactly the snapshot the pipeline reads
-        if other.name != name:
-            shutil.rmtree(other) if other.is_dir() else other.unlink()
-    changes = {(s, "preset"): preset for s in PRESET_SECTIONS if (current.get(s) or {}).get("preset") != preset}
-    changes[("data", "dataset")] = name
-    changes[("data", "ingest_args")] = {"limit": n} if n else {}
-    for c in set_params(params_path, changes):
-        _say(f"params.yaml: {c}")
-
-    env = _env(repo)
+    params = load_params(root / "params.yaml")
+    sets = settings(preset, dataset, limit, params)
+    env = _env(root)
     dvc = dvc_command() if use_dvc else None
-    if use_dvc and (dvc is None or not (repo / ".dvc").is_dir()):
-        _say("DVC not available here: running the stages of dvc.yaml in order without it")
+    if use_dvc and (dvc is None or not (root / ".dvc").is_dir()):
+        _say("DVC not available here: running the steps in order without it")
         dvc = None
-    data_version = track_raw(repo, dvc, env) if dvc else "untracked"
-    _say(f"data version (DVC md5 of data/raw): {data_version}")
 
-    # 3. the pipeline under one parent MLflow run; stages find it through SALNAS_PARENT_RUN_ID
     os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
     from salnas_core.tracking import mlflow_utils as mu
 
     timings: dict[str, float] = {}
     with mu.start_run("salnas-main", pipeline=True,
-                      params={"preset": preset, "dataset": name, "images": n or info["images"], "source": info["source"],
-                              "data_version": data_version, "dvc": bool(dvc)}) as parent:
-        env = _env(repo)
+                      params={"preset": preset, "settings": " ".join(sets) or "params.yaml", "dvc": bool(dvc)}) as parent:
         if parent is not None:
             env[mu.PARENT_ENV] = parent.info.run_id
-        if dvc:
-            t = time.perf_counter()
-            _run([dvc, "repro"], repo, env)
+            os.environ[mu.PARENT_ENV] = parent.info.run_id
+        t = time.perf_counter()
+        if dvc and sets:
+            cmd = [dvc, "exp", "run"] + (["-n", name] if name else [])
+            for s in sets:
+                cmd += ["-S", s]
+            _run(cmd, root, env)
+            timings["dvc exp run"] = time.perf_counter() - t
+        elif dvc:
+            _run([dvc, "repro"], root, env)
             timings["dvc repro"] = time.perf_counter() - t
-            if push:
-                _run([dvc, "push", "-r", push], repo, env)
         else:
-            for stage, cmd in stage_commands(repo):
-                t = time.perf_counter()
-                _run(cmd, repo, env)
-                timings[stage] = time.perf_counter() - t
-        reg_file = repo / "runs" / "register" / "registered.json"
+            timings.update(run_in_process(root, sets))
+        if dvc and push:
+            _run([dvc, "push", "-r", push], root, env)
         from salnas_core.utils.io import read_json
 
+        reg_file = root / "runs" / "register" / "registered.json"
         reg = read_json(reg_file)
         if parent is not None:
             import mlflow
 
             mlflow.log_metrics({"wall_s": time.perf_counter() - t0, "champion_version": float(reg["version"])})
             mlflow.log_artifact(str(reg_file))
-            if (repo / "dvc.lock").exists():
-                mlflow.log_artifact(str(repo / "dvc.lock"))
+            if (root / "dvc.lock").exists():
+                mlflow.log_artifact(str(root / "dvc.lock"))
 
-    # 4. where the champion is
     total = time.perf_counter() - t0
     uri = env["MLFLOW_TRACKING_URI"].split("@")[-1]
     if reg.get("alias"):
@@ -295,27 +173,24 @@ def run(repo: str | os.PathLike | None = None, *, preset: str = "cpu", dataset: 
         _say(f"registered {reg['name']} version {reg['version']} (score {reg['score']:.4f}); "
              f"the champion stays version {reg.get('previous_champion')} ({reg['reason']}) in {uri}")
     _say(f"use it: salnas predict IMAGES --out predictions/   (MLFLOW_TRACKING_URI={uri})")
-    _say(f"done in {total / 60:.1f} min (preset {preset}, {n or info['images']} images of {name})")
-    return {**reg, "wall_s": total, "timings": timings, "dataset": name, "preset": preset,
-            "data_version": data_version, "synthetic": info["synthetic"]}
+    _say(f"done in {total / 60:.1f} min (preset {preset})")
+    return {**reg, "wall_s": total, "timings": timings, "preset": preset, "settings": sets}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="cpu", choices=sorted(INGEST_LIMIT),
-                        help="cpu (default: the main job on 2 cores) | tiny (tests) | paper (GPU); written into "
-                             "params.yaml's step sections when it differs, so `dvc repro` reruns what changed")
-    parser.add_argument("--dataset", default="osie", choices=SHARED_DATASETS,
-                        help="which ../shared/data dataset (default osie); generated data when absent")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="ingest only the first N images (default: all; tiny: 24); synthetic: images generated")
-    parser.add_argument("--repo", default=None, help="the SalNAS repository (default: this one)")
+    parser.add_argument("--preset", default="cpu", choices=PRESETS,
+                        help="cpu (default: params.yaml as it is, `dvc repro`) | tiny (tests) | paper (GPU): "
+                             "a preset is applied with `dvc exp run -S ...`")
+    parser.add_argument("--dataset", default=None, choices=("osie", "nus_scene", "synthetic"),
+                        help="raw data (default: params data.dataset); generated when the shared data is absent")
+    parser.add_argument("--limit", type=int, default=None, help="ingest only the first N images (-S ingest.limit=N)")
+    parser.add_argument("--name", default=None, help="experiment name (dvc exp run -n)")
     parser.add_argument("--no-dvc", dest="use_dvc", action="store_false",
-                        help="run dvc.yaml's stage commands in order without DVC")
+                        help="run the steps in order in this process without DVC")
     parser.add_argument("--push", default=None, metavar="REMOTE", help="`dvc push -r REMOTE` afterwards (e.g. s3)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run(args.repo, preset=args.preset, dataset=args.dataset, use_dvc=args.use_dvc, push=args.push,
-        limit=args.limit)
+    run(preset=args.preset, dataset=args.dataset, use_dvc=args.use_dvc, push=args.push, limit=args.limit,
+        name=args.name)
     return 0

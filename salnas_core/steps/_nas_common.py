@@ -11,23 +11,6 @@ from typing import Any, Callable, Iterator
 log = logging.getLogger(__name__)
 
 
-def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """`--set key=value` (YAML values; dotted keys nest: latency.mode=measure)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for it in items or []:
-        if "=" not in it:
-            raise SystemExit(f"--set expects KEY=VALUE, got {it!r}")
-        k, v = it.split("=", 1)
-        d = out
-        parts = k.strip().split(".")
-        for p in parts[:-1]:
-            d = d.setdefault(p, {})
-        d[parts[-1]] = yaml.safe_load(v)
-    return out
-
-
 def params_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -10,7 +10,6 @@ killed run from its checkpoint; a finished variant is skipped unless --force.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -53,7 +52,6 @@ def distill_variant(name: str, variant: dict[str, Any], supernet_path: Path, roo
     import torch
 
     from salnas_core.data.dataset import load_manifest, make_loader
-    from salnas_core.search.scoring import validate
     from salnas_core.supernet import count_macs, count_params, recalibrate_bn, save_model
     from salnas_core.train.checkpoint import load_supernet
     from salnas_core.train.distill import DistillConfig, distill
@@ -173,31 +171,6 @@ def run(variants: str | Path, supernet: str | Path, data: str | Path, out: str |
     return results
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variants", required=True, help="SEARCH_DIR/variants.json (or SEARCH_DIR)")
-    parser.add_argument("--supernet", required=True, help="train-supernet run folder (or supernet.pt)")
-    parser.add_argument("--data", required=True, help="ingested dataset folder")
-    parser.add_argument("--out", required=True, help="distill folder: OUT/<variant>/model.pt, metrics.json, plots/")
-    parser.add_argument("--variant", default=None, help="distill only this variant (for parallel pipelines)")
-    parser.add_argument("--preset", default=None, help="params.yaml preset: tiny | cpu | paper")
-    parser.add_argument("--no-self-kd", dest="self_kd", action="store_false", default=None,
-                        help="fine-tune on the ground truth only (ablation)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/<variant>/checkpoints/last.pt")
-    parser.add_argument("--force", action="store_true", help="distill again even if complete")
-    parser.add_argument("--params", default=None, help="params.yaml path")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a distill parameter (YAML value), repeatable")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    from ._nas_common import parse_set
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    res = run(args.variants, args.supernet, args.data, args.out, variant=args.variant, preset=args.preset,
-              self_kd=args.self_kd, resume=args.resume, force=args.force, overrides=parse_set(args.set),
-              params_path=args.params, device=args.device, progress=args.progress)
-    print(json.dumps({k: {"score_without": v["without"]["score"], "score_with": v["with"]["score"],
-                          "chosen": v["chosen"]} for k, v in res.items()}, indent=1))
-    return 0
+def summarize(res: dict[str, Any]) -> str:
+    return json.dumps({k: {"score_without": v["without"]["score"], "score_with": v["with"]["score"],
+                           "chosen": v["chosen"]} for k, v in res.items()}, indent=1)

@@ -9,8 +9,6 @@ EVAL_DIR/{metrics.json, metrics.md, efficiency.json, efficiency.md}.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -122,32 +120,12 @@ def run(models: str | Path, data: list[str | Path], out: str | Path, search: str
             mlog({f"{tag}/{k}": r[k] for k in ("cc", "kld", "nss", "sim", "auc_judd", "sauc", "ig", "score")}, None)
         for f in ("metrics.json", "metrics.md", "efficiency.json", "efficiency.md"):
             art(out / f)
-    return summary
+    return {**summary, "out": str(out), "efficiency": efficiency}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", required=True, help="distill folder (DISTILL_DIR/<variant>/model.pt)")
-    parser.add_argument("--data", required=True, action="append", help="ingested dataset folder; repeat for more")
-    parser.add_argument("--out", required=True, help="evaluate folder (metrics.json/.md, efficiency.json/.md)")
-    parser.add_argument("--search", default=None, help="search folder, to add each variant's search costs")
-    parser.add_argument("--variant", default=None, help="only this variant")
-    parser.add_argument("--preset", default=None, help="params.yaml preset: tiny | cpu | paper")
-    parser.add_argument("--params", default=None, help="params.yaml path")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override an evaluate parameter (YAML value, dotted keys nest), repeatable")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--no-efficiency", dest="efficiency", action="store_false")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    from ._nas_common import parse_set
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    s = run(args.models, args.data, args.out, search=args.search, variant=args.variant, preset=args.preset,
-            overrides=parse_set(args.set), params_path=args.params, device=args.device, progress=args.progress,
-            efficiency=args.efficiency)
-    print(Path(args.out, "metrics.md").read_text())
-    if args.efficiency:
-        print(Path(args.out, "efficiency.md").read_text())
-    return 0
+def summarize(s: dict[str, Any]) -> str:
+    out = Path(s["out"])
+    text = (out / "metrics.md").read_text()
+    if (out / "efficiency.md").exists() and s.get("efficiency", True):
+        text += "\n" + (out / "efficiency.md").read_text()
+    return text

@@ -54,15 +54,17 @@ def pick_best(metrics: Any, variants: list[str], source: str = "metrics.json") -
 
 
 def data_version(data: str | os.PathLike | None, repo: str | os.PathLike = ".") -> str:
-    """`dvc:<md5 of the raw snapshot in data.dvc>` and `manifest:<ingest version>`, what is known."""
+    """`dvc:<md5 of the raw snapshot (dvc.lock, stage snapshot)>` and `manifest:<ingest version>`,
+    what is known."""
     import yaml
 
     from salnas_core.utils.io import read_json
 
     parts = []
-    dvc_file = Path(repo) / "data.dvc"
-    if dvc_file.exists():
-        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or []
+    lock = Path(repo) / "dvc.lock"
+    if lock.exists():
+        snap = ((yaml.safe_load(lock.read_text()) or {}).get("stages") or {}).get("snapshot") or {}
+        outs = snap.get("outs") or []
         if outs and outs[0].get("md5"):
             parts.append(f"dvc:{outs[0]['md5']}")
     if data:
@@ -85,13 +87,13 @@ def _arch(model_path: Path) -> tuple[dict, dict]:
 
 def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.PathLike, *,
         data: str | os.PathLike | None = None, name: str | None = None, params_path: str | None = None,
-        repo: str | os.PathLike = ".") -> dict[str, Any]:
+        preset: str | None = None, overrides: dict | None = None, repo: str | os.PathLike = ".") -> dict[str, Any]:
     """Register the best variant and apply the champion gate; returns what registered.json holds."""
     from salnas_core.tracking import mlflow_utils as mu
     from salnas_core.utils.io import atomic_write_json, read_json
     from salnas_core.utils.params import step_params
 
-    params = step_params("register", path=params_path)
+    params = step_params("register", preset, params_path, overrides)
     name = name or params.get("model_name") or mu.DEFAULT_MODEL_NAME
     models = Path(models)
     variants = sorted(p.parent.name for p in models.glob("*/model.pt"))
@@ -132,19 +134,7 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
     return summary
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--evaluate", default="runs/evaluate", help="evaluate step output (metrics.json)")
-    parser.add_argument("--models", default="runs/distill", help="distilled models: <variant>/model.pt")
-    parser.add_argument("--out", default="runs/register", help="writes registered.json here")
-    parser.add_argument("--data", default=None, help="ingested dataset (its manifest version is recorded)")
-    parser.add_argument("--name", default=None, help="registered model name (default: params register.model_name)")
-    parser.add_argument("--params", default=None, help="params.yaml to read (default: the repository's)")
-
-
-def run_cli(args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    s = run(args.evaluate, args.models, args.out, data=args.data, name=args.name, params_path=args.params)
+def summarize(s: dict[str, Any]) -> str:
     state = "champion" if s["alias"] else "not champion"
-    print(f"registered {s['name']} version {s['version']} ({s['variant']}, score {s['score']:.4f}): {state}; "
-          f"{s['reason']}")
-    return 0
+    return (f"registered {s['name']} version {s['version']} ({s['variant']}, score {s['score']:.4f}): {state}; "
+            f"{s['reason']}")

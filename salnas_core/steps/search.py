@@ -13,7 +13,6 @@ replaying the same (seeded) evolution without re-scoring.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import random
@@ -287,26 +286,7 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
             "skipped_budgets": skipped, "seconds": meta["seconds"]}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--supernet", required=True, help="train-supernet run folder (or a supernet.pt file)")
-    parser.add_argument("--data", required=True, help="ingested dataset folder")
-    parser.add_argument("--out", required=True, help="search folder (candidates.json, pareto.json/png, variants.json)")
-    parser.add_argument("--preset", default=None, help="params.yaml preset: tiny | cpu | paper")
-    parser.add_argument("--params", default=None, help="params.yaml path (default: the repository's)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a search parameter (YAML value, dotted keys nest), repeatable")
-    parser.add_argument("--device", default="cpu", help="device the candidates are scored on")
-    parser.add_argument("--force", action="store_true", help="search again even if OUT is complete")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    from ._nas_common import parse_set
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    s = run(args.supernet, args.data, args.out, preset=args.preset, overrides=parse_set(args.set),
-            params_path=args.params, force=args.force, device=args.device, progress=args.progress)
-    print(json.dumps({"out": s["out"], "skipped": s.get("skipped", False),
-                      "variants": {k: {"score": v["score"], "gmacs": v["macs"] / 1e9, "latency_ms": v["latency_ms"]}
-                                   for k, v in s["variants"].items()}}, indent=1))
-    return 0
+def summarize(s: dict[str, Any]) -> str:
+    return json.dumps({"out": s["out"], "skipped": s.get("skipped", False),
+                       "variants": {k: {"score": v["score"], "gmacs": v["macs"] / 1e9, "latency_ms": v["latency_ms"]}
+                                    for k, v in s["variants"].items()}}, indent=1)

@@ -9,13 +9,13 @@ otherwise (or with `tracking: none`) metrics go to `log.jsonl` in the run folder
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import hashlib
 import io
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -195,7 +195,7 @@ def run(data: str | Path, out: str | Path, preset: str | None = None, epochs: in
         done = read_json(metrics_path)
         if done.get("params_hash") == phash:
             log.info("%s: already complete for these params and data (use --force to retrain)", out)
-            return done
+            return {**done, "out": str(out)}
 
     device = step.get("device") or "auto"
     threads_before = torch.get_num_threads()
@@ -205,6 +205,9 @@ def run(data: str | Path, out: str | Path, preset: str | None = None, epochs: in
         return _train(root, out, p, step, cfg, manifest, phash, device, resume, logger)
     finally:
         torch.set_num_threads(threads_before)
+        from salnas_core.train import distributed as dist_utils
+
+        dist_utils.destroy()  # the process group _train joined (torchrun); a no-op otherwise
 
 
 def _train(root: Path, out: Path, p: dict, step: dict, cfg, manifest: dict, phash: str, device: str,
@@ -257,47 +260,13 @@ def _train(root: Path, out: Path, p: dict, step: dict, cfg, manifest: dict, phas
                 if f.exists():
                     log_artifact(f)
     dist_utils.barrier()
-    return summary
+    return {**summary, "out": str(out)}
 
 
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for it in items or []:
-        if "=" not in it:
-            raise SystemExit(f"--set expects KEY=VALUE, got {it!r}")
-        k, v = it.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="ingested dataset folder (salnas ingest --out)")
-    parser.add_argument("--out", required=True, help="run folder (supernet.pt, best.pt, checkpoints/, metrics.json, plots/)")
-    parser.add_argument("--preset", default=None, help="params.yaml preset: tiny | cpu | paper (default: the section's)")
-    parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
-    parser.add_argument("--no-self-kd", dest="self_kd", action="store_false", default=None,
-                        help="train without Self-KD (ablation)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
-    parser.add_argument("--space", default=None, help="search space (lite | salnas)")
-    parser.add_argument("--params", default=None, help="params.yaml path (default: the repository's)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one train_supernet parameter (YAML value), repeatable")
-    parser.add_argument("--force", action="store_true", help="retrain even if OUT is complete for these params")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    summary = run(args.data, args.out, preset=args.preset, epochs=args.epochs, self_kd=args.self_kd,
-                  resume=args.resume, space=args.space, overrides=_parse_set(args.set),
-                  params_path=args.params, force=args.force)
-    from salnas_core.train import distributed as dist_utils
-
-    if dist_utils.is_main():
-        fin = summary.get("final", {})
-        print(json.dumps({"out": str(args.out), "epochs": summary.get("epochs"), "best_epoch": summary.get("best_epoch"),
-                          "best_score": summary.get("best_score"),
-                          "max": fin.get("max"), "min": fin.get("min")}, indent=1))
-    dist_utils.destroy()
-    return 0
+def summarize(summary: dict[str, Any]) -> str | None:
+    """What `salnas train-supernet` prints (rank 0 only under torchrun)."""
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 prints
+        return None
+    fin = summary.get("final", {})
+    return json.dumps({"out": summary.get("out"), "epochs": summary.get("epochs"), "best_epoch": summary.get("best_epoch"),
+                       "best_score": summary.get("best_score"), "max": fin.get("max"), "min": fin.get("min")}, indent=1)

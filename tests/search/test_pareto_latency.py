@@ -81,7 +81,7 @@ def test_measure_latency_positive():
 
 def test_budget_limits_absolute_relative_and_global():
     from salnas_core.search.pareto import choose_for_budget
-    from salnas_core.steps._nas_common import parse_set
+    from salnas_core.utils.params import parse_set
     from salnas_core.steps.search import _limits
 
     ref = {"macs": 2e9, "params": 4e6, "latency_ms": 100.0}
