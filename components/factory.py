@@ -19,7 +19,7 @@ import os
 import shlex
 from typing import Any, Callable
 
-from .spec import Art, OutParam, Param, StepDef
+from salnas_core.steps.spec import Art, OutParam, Param, StepDef
 
 # One project image for every step; override with SALNAS_IMAGE or the `image` argument.
 DEFAULT_IMAGE = os.environ.get("SALNAS_IMAGE", "ghcr.io/salnas/salnas:latest")
@@ -60,8 +60,8 @@ def signature_src(defn: StepDef, form: str = "container") -> str:
     for o in defn.out_params:
         if o is not ret:
             parts.append(f"{o.name}: OutputPath({_type_src(o.type)})")
-    required = [p for p in defn.params if p.required]
-    optional = [p for p in defn.params if not p.required]
+    required = [p for p in defn.kfp_params if p.required]
+    optional = [p for p in defn.kfp_params if not p.required]
     for p in required:
         parts.append(f"{p.name}: {_type_src(p.type)}")
     for p in optional:
@@ -89,7 +89,7 @@ def python_source(defn: StepDef) -> str:
     """The lightweight component's source: the signature, and a body that calls the CLI."""
     ret = defn.returned
     names = [a.name for a in (*defn.inputs, *defn.outputs)] + \
-            [o.name for o in defn.out_params if o is not ret] + [p.name for p in defn.params]
+            [o.name for o in defn.out_params if o is not ret] + [p.name for p in defn.kfp_params]
     kwargs = ", ".join(f"{n}={n}" for n in names)
     doc = defn.description.replace('"""', "'")
     return (f"def {signature_src(defn, 'python')}:\n"
@@ -118,7 +118,7 @@ def _placeholder_args(defn: StepDef, ph: dict[str, Any]) -> list[Any]:
         for flag, suffix in a.flags:
             path = ph[a.name].path
             args += [flag, dsl.ConcatPlaceholder([path, suffix]) if suffix else path]
-    for p in defn.params:
+    for p in defn.kfp_params:
         v = ph[p.name]
         if p.style == "set" and p.has_unset:  # one word, so the launcher can drop it
             args.append(dsl.ConcatPlaceholder([f"--set={p.key or p.name}=", v]))
@@ -137,7 +137,7 @@ def launcher_command(defn: StepDef) -> list[str]:
     """`salnas <step>` directly, or through a POSIX sh line that drops `--flag=<unset>` words
     (KFP placeholders cannot leave an argument out depending on its value)."""
     cli = ["salnas", *defn.command]
-    drops = [shlex.quote(_unset_word(p)) for p in defn.params if p.has_unset]
+    drops = [shlex.quote(_unset_word(p)) for p in defn.kfp_params if p.has_unset]
     if not drops:
         return cli
     script = ('for a do shift; case "$a" in ' + "|".join(drops) + ') ;; *) set -- "$@" "$a";; esac; done; '
@@ -153,7 +153,7 @@ def container_component(defn: StepDef, image: str | None = None):
         return python_component(defn, base_image=image)
     image = image or DEFAULT_IMAGE
     names = [a.name for a in (*defn.inputs, *defn.outputs)] + [o.name for o in defn.out_params] + \
-            [p.name for p in defn.params]
+            [p.name for p in defn.kfp_params]
     src = (f"def {signature_src(defn)}:\n"
            f'    """{defn.description}"""\n'
            f"    return _spec({{{', '.join(f'{n!r}: {n}' for n in names)}}})\n")
@@ -166,12 +166,12 @@ def container_component(defn: StepDef, image: str | None = None):
 
 def build_components(form: str = "container", image: str | None = None, steps=None) -> dict[str, Any]:
     """{step name: component} for every step in the table, in one form."""
-    from .steps import STEPS
+    from salnas_core.steps.registry import pipeline_steps
 
     if form not in FORMS:
         raise ValueError(f"component form must be one of {FORMS}, got {form!r}")
     make = container_component if form == "container" else (lambda d, image: python_component(d, image))
-    return {d.name: make(d, image) for d in (steps or STEPS)}
+    return {d.name: make(d, image) for d in (steps or pipeline_steps())}
 
 
 __all__ = ["Art", "OutParam", "Param", "StepDef", "build_components", "container_component",

@@ -19,7 +19,7 @@ def _path(v: Any) -> str:
 
 def step_argv(name: str, values: dict[str, Any]) -> list[str]:
     """The CLI argv (after `salnas`) for a step, from KFP artifacts/values or plain paths."""
-    from .steps import get_step
+    from salnas_core.steps.registry import get_step
 
     defn = get_step(name)
     resolved = dict(values)
@@ -38,7 +38,7 @@ def run_step(name: str, **values: Any) -> Any:
 
     from salnas_core import cli
 
-    from .steps import get_step
+    from salnas_core.steps.registry import get_step
 
     defn = get_step(name)
     ret = defn.returned

@@ -68,7 +68,7 @@ def build_pipeline(form: str = "container", image: str | None = None, k8s: K8sSe
     from kfp import dsl
 
     from components.factory import build_components
-    from components.steps import get_step
+    from salnas_core.steps.registry import get_step
 
     c = build_components(form, image)
     d = {"source": "s3://salnas-data/osie", "fmt": "shared_json", "limit": 0, "preset": "cpu", "epochs": 0,

@@ -168,7 +168,22 @@ def run(variants: str | Path, supernet: str | Path, data: str | Path, out: str |
                 by_sig[sig] = n
             art(out / n / "metrics.json")
             art(out / n / "plots")
+        combined_plot_table(out)
     return results
+
+
+def combined_plot_table(out: Path) -> None:
+    """OUT/plots/distill.csv: every variant's validation curve in one table (`dvc plots`)."""
+    from salnas_core.utils.io import atomic_write_text
+
+    rows = ["variant,epoch,score"]
+    for f in sorted(out.glob("*/plots/distill.csv")):
+        lines = f.read_text().splitlines()
+        head = lines[0].split(",")
+        for line in lines[1:]:
+            cells = dict(zip(head, line.split(",")))
+            rows.append(f"{f.parent.parent.name},{cells.get('epoch', '')},{cells.get('score', '')}")
+    atomic_write_text(out / "plots" / "distill.csv", "\n".join(rows) + "\n")
 
 
 def summarize(res: dict[str, Any]) -> str:

@@ -36,7 +36,7 @@ STAGES: dict[str, dict[str, str]] = {
 # files inside stage outputs that `dvc metrics` / `dvc plots` read (written by the steps)
 METRICS = ["runs/supernet/summary.json", "runs/evaluate/scores.json", "runs/register/registered.json"]
 PLOTS: list[Any] = [
-    {"runs/supernet/plots/train.csv": {"x": "epoch", "y": ["max_score", "min_score", "loss"],
+    {"runs/supernet/plots/train.csv": {"x": "epoch", "y": ["max_score", "min_score", "train_loss"],
                                        "title": "supernet training (max / min subnet validation score, loss)"}},
     {"runs/search/plots/candidates.csv": {"x": "gmacs", "y": "score", "template": "scatter",
                                           "title": "search candidates: validation score vs GMACs"}},

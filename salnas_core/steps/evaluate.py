@@ -36,6 +36,28 @@ def find_models(models_dir: Path, variant: str | None = None, extracted: bool = 
     return out
 
 
+METRIC_KEYS = ("cc", "kld", "nss", "sim", "auc_judd", "sauc", "ig", "score")
+
+
+def dvc_scores(rows: list[dict[str, Any]], eff_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """{dataset: {model: {metric: number}}} for `dvc metrics show/diff` (one number per cell),
+    with each model's GMACs and CPU latency at batch 1 from the efficiency report."""
+    def key(name: str, blur: bool) -> str:
+        k = name.replace(" (extracted)", "_extracted").replace(" ", "_").replace("(", "").replace(")", "")
+        return k + ("_blur" if blur else "")
+
+    cost = {}
+    for e in eff_rows:
+        if e.get("device") in ("cpu", "any"):
+            cost[e["model"]] = {k: e[k] for k in ("gmacs", "latency_ms_b1") if isinstance(e.get(k), (int, float))}
+    out: dict[str, Any] = {}
+    for r in rows:
+        cell = {k: float(r[k]) for k in METRIC_KEYS if isinstance(r.get(k), (int, float))}
+        cell.update(cost.get(r["model"], {}) or cost.get(str(r["model"]).split(" ")[0], {}))
+        out.setdefault(str(r["dataset"]), {})[key(str(r["model"]), bool(r.get("blur")))] = cell
+    return out
+
+
 def run(models: str | Path, data: list[str | Path], out: str | Path, search: str | Path | None = None,
         variant: str | None = None, preset: str | None = None, overrides: dict | None = None,
         params_path: str | Path | None = None, device: str = "cpu", progress: bool = True,
@@ -115,6 +137,7 @@ def run(models: str | Path, data: list[str | Path], out: str | Path, search: str
                    "seconds": time.perf_counter() - t0}
         atomic_write_text(out / "metrics.md", "\n".join(md) + "\n")
         atomic_write_json(out / "metrics.json", summary)
+        atomic_write_json(out / "scores.json", dvc_scores(rows, eff_rows if efficiency else []))
         for r in rows:
             tag = f"{r['dataset']}/{r['model'].replace(' ', '_').replace('(', '').replace(')', '')}{'/blur' if r['blur'] else ''}"
             mlog({f"{tag}/{k}": r[k] for k in ("cc", "kld", "nss", "sim", "auc_judd", "sauc", "ig", "score")}, None)

@@ -61,6 +61,22 @@ class _Cache:
         atomic_write_json(self.path, self.data, indent=None)
 
 
+def write_plot_tables(cands: list[dict[str, Any]], front: list[Any], variants: dict[str, Any], plots: Path) -> None:
+    """plots/candidates.csv (every candidate scored) and plots/pareto.csv (the MACs front), for
+    `dvc plots`: GMACs against the validation selection score (lower is better)."""
+    from salnas_core.utils.io import atomic_write_text
+
+    chosen = {json.dumps(v["config"], sort_keys=True): k for k, v in variants.items()}
+    rows = ["gmacs,score,latency_ms,mparams,variant"]
+    for c in sorted(cands, key=lambda c: c["macs"]):
+        rows.append(f"{c['macs'] / 1e9:.6f},{c['score']:.6f},{c['latency_ms']:.3f},{c['params'] / 1e6:.4f},"
+                    f"{chosen.get(json.dumps(c['config'], sort_keys=True), '')}")
+    atomic_write_text(plots / "candidates.csv", "\n".join(rows) + "\n")
+    pts = front  # candidate dicts, sorted by cost
+    rows = ["gmacs,score"] + [f"{c['macs'] / 1e9:.6f},{c['score']:.6f}" for c in sorted(pts, key=lambda c: c["macs"])]
+    atomic_write_text(plots / "pareto.csv", "\n".join(rows) + "\n")
+
+
 def mark_same_subnets(variants: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     """Budgets whose best subnet is one an earlier budget chose (a weak search, or a smaller
     budget's pick that beats everything found within the larger one's limits) get
@@ -277,6 +293,7 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
         atomic_write_json(out / "pareto.json", {"front_macs": fronts["macs"], "front_latency_ms": fronts["latency_ms"],
                                                 "space": space.name})
         atomic_write_json(out / "candidates.json", {**meta, "n": len(cands), "candidates": cands})
+        write_plot_tables(cands, fronts["macs"], variants, out / "plots")
         atomic_write_json(out / "variants.json", variants)  # last: its presence marks the step complete
         mlog({"n_candidates": len(cands), "predictor_spearman": rho["spearman"],
               "search_seconds": meta["seconds"], **{f"{k}_score": v["score"] for k, v in variants.items()}}, None)

@@ -112,6 +112,16 @@ def tracking(kind: str, run_name: str, params: dict[str, Any], jsonl: JsonlLogge
     yield jsonl, lambda p: None
 
 
+def dvc_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """The numbers `dvc metrics show/diff` print: best epoch and score, the final max/min subnets."""
+    final = summary.get("final") or {}
+    out: dict[str, Any] = {"epochs": summary.get("epochs"), "best_epoch": summary.get("best_epoch"),
+                           "best_score": summary.get("best_score")}
+    for sub in ("max", "min"):
+        out[sub] = {k: v for k, v in (final.get(sub) or {}).items() if isinstance(v, (int, float))}
+    return out
+
+
 def write_plots(history: list[dict[str, Any]], plots_dir: Path) -> None:
     """plots/train.csv (one row per epoch, for `dvc plots`) and plots/train.png."""
     from salnas_core.utils.io import atomic_path, atomic_write_text
@@ -254,6 +264,7 @@ def _train(root: Path, out: Path, p: dict, step: dict, cfg, manifest: dict, phas
             summary.update({"params_hash": phash, "preset": p.get("preset"), "data": str(root),
                             "data_version": manifest.get("version"), "params": p, "history": trainer.history})
             atomic_write_json(metrics_path, summary)
+            atomic_write_json(out / "summary.json", dvc_summary(summary))  # `dvc metrics show`
             log_all({"best_score": summary["best_score"] if summary["best_score"] is not None else float("nan")},
                     trainer.epoch)
             for f in (out / "best.pt", metrics_path, out / "plots" / "train.png"):

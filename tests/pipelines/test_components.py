@@ -9,9 +9,10 @@ import pytest
 
 from components import factory
 from components.runtime import step_argv
-from components.steps import STEPS, get_step
+from salnas_core.steps.registry import get_step, pipeline_steps
 from salnas_core import cli
 
+STEPS = pipeline_steps()
 STEP_NAMES = [d.name for d in STEPS]
 
 
@@ -27,7 +28,7 @@ def test_both_forms_share_one_interface(name):
     box = factory.container_component(defn, image="example.org/salnas:test")
     for comp, form in ((py, "python"), (box, "container")):
         ins, outs = _interface(comp)
-        assert {a.name for a in defn.inputs} | {p.name for p in defn.params} == ins
+        assert {a.name for a in defn.inputs} | {p.name for p in defn.kfp_params} == ins
         # a `returned` output is the python form's return value, named "Output" (kfp.local loops need it)
         assert {a.name for a in defn.outputs} | {defn.output_key(o.name, form) for o in defn.out_params} == outs
     # the lightweight form calls the CLI through the runtime, in the project image, without pip
