@@ -69,6 +69,8 @@ def setup_logging(verbose: bool = False) -> None:
         return
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not sys.stderr.isatty():  # no carriage-return bars in dvc / Kubeflow logs
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for noisy in ("botocore", "urllib3", "alembic", "matplotlib", "numba", "PIL", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -57,12 +57,26 @@ def _run(cmd: list[str], root: Path, env: dict[str, str]) -> None:
         raise RuntimeError(f"`{shlex.join(cmd)}` failed with exit code {rc} (in {root})")
 
 
-def settings(preset: str, dataset: str | None, limit: int | None, params: dict[str, Any]) -> list[str]:
-    """The `-S key=value` settings this main job needs on top of params.yaml (empty: plain repro)."""
+def _git_identity(root: Path) -> None:
+    """`dvc exp run` commits the experiment to a git ref: it needs a git identity. Set a local one
+    (this repository only) when none is configured, and say so."""
+    have = subprocess.run(["git", "config", "user.email"], cwd=root, capture_output=True, text=True).stdout.strip()
+    if not have:
+        subprocess.run(["git", "config", "user.email", "salnas-main@localhost"], cwd=root, check=True)
+        subprocess.run(["git", "config", "user.name", "salnas main"], cwd=root, check=True)
+        _say("no git identity configured: set user.name/user.email for this repository (dvc exp run records "
+             "experiments as git refs)")
+
+
+def settings(preset: str, dataset: str | None, limit: int | None, params: dict[str, Any],
+             extra: list[str] | None = None) -> list[str]:
+    """The `-S key=value` settings this main job needs on top of params.yaml (empty: plain repro).
+
+    `extra`: the user's own `SECTION.KEY=VALUE` settings (checked like presets), applied last."""
     import yaml
 
     from salnas_core.steps.snapshot import SHARED_DATASETS, SYNTHETIC, shared_root, shared_source
-    from salnas_core.utils.params import check_keys, flatten, preset_overlay
+    from salnas_core.utils.params import check_keys, flatten, parse_set, preset_overlay
 
     overlay = preset_overlay(preset) if preset != "cpu" else {}
     for section, values in overlay.items():
@@ -77,6 +91,13 @@ def settings(preset: str, dataset: str | None, limit: int | None, params: dict[s
         sets["data.dataset"] = want
     if limit is not None:
         sets["ingest.limit"] = limit
+    user = parse_set(extra)
+    for section, values in user.items():
+        if section not in params or not isinstance(values, dict):
+            raise UserError(f"--set {section}: expected SECTION.KEY=VALUE with a params.yaml section "
+                            f"({', '.join(params)})")
+        check_keys(section, params[section], values, "--set")
+        sets.update({f"{section}.{k}": v for k, v in flatten(values)})
     return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
             for k, v in sets.items()]
 
@@ -112,7 +133,7 @@ def run_in_process(root: Path, sets: list[str]) -> dict[str, float]:
 
 
 def run(*, preset: str = "cpu", dataset: str | None = None, use_dvc: bool = True, push: str | None = None,
-        limit: int | None = None, name: str | None = None) -> dict[str, Any]:
+        limit: int | None = None, name: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """The main job in the working directory; returns registered.json's content plus timings."""
     t0 = time.perf_counter()
     root = Path.cwd().resolve()
@@ -122,7 +143,12 @@ def run(*, preset: str = "cpu", dataset: str | None = None, use_dvc: bool = True
     from salnas_core.utils.params import load_params
 
     params = load_params(root / "params.yaml")
-    sets = settings(preset, dataset, limit, params)
+    changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "params.yaml"], cwd=root,
+                             capture_output=True).returncode == 1
+    if changed:
+        _say("params.yaml differs from the committed one (an earlier `dvc exp run`, or your edits): its values run; "
+             "`git checkout params.yaml` restores the defaults")
+    sets = settings(preset, dataset, limit, params, overrides)
     env = _env(root)
     dvc = dvc_command() if use_dvc else None
     if use_dvc and (dvc is None or not (root / ".dvc").is_dir()):
@@ -140,6 +166,7 @@ def run(*, preset: str = "cpu", dataset: str | None = None, use_dvc: bool = True
             os.environ[mu.PARENT_ENV] = parent.info.run_id
         t = time.perf_counter()
         if dvc and sets:
+            _git_identity(root)
             cmd = [dvc, "exp", "run"] + (["-n", name] if name else [])
             for s in sets:
                 cmd += ["-S", s]
@@ -185,6 +212,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="raw data (default: params data.dataset); generated when the shared data is absent")
     parser.add_argument("--limit", type=int, default=None, help="ingest only the first N images (-S ingest.limit=N)")
     parser.add_argument("--name", default=None, help="experiment name (dvc exp run -n)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="one more setting for this run (dvc exp run -S), e.g. train_supernet.epochs=5")
     parser.add_argument("--no-dvc", dest="use_dvc", action="store_false",
                         help="run the steps in order in this process without DVC")
     parser.add_argument("--push", default=None, metavar="REMOTE", help="`dvc push -r REMOTE` afterwards (e.g. s3)")
@@ -192,5 +221,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     run(preset=args.preset, dataset=args.dataset, use_dvc=args.use_dvc, push=args.push, limit=args.limit,
-        name=args.name)
+        name=args.name, overrides=args.overrides)
     return 0

@@ -384,6 +384,20 @@ def run(evaluate: str | os.PathLike | None, search: str | os.PathLike | None, ou
     return {"path": str(out), "sections": len(sections), **counts}
 
 
+def default_sample_data(evaluate: str | os.PathLike | None) -> str | None:
+    """The dataset evaluate scored (its metrics.json lists them), else ./data/ingested; None if neither."""
+    import json
+
+    cands: list[str] = []
+    if evaluate and (Path(evaluate) / "metrics.json").is_file():
+        try:
+            cands += list(json.loads((Path(evaluate) / "metrics.json").read_text()).get("datasets") or [])
+        except (ValueError, AttributeError):
+            pass
+    cands.append("data/ingested")
+    return next((c for c in cands if Path(c).is_dir()), None)
+
+
 def _models_arg(values: Sequence[str] | None) -> dict[str, str] | None:
     if not values:
         return None
@@ -397,7 +411,10 @@ def _models_arg(values: Sequence[str] | None) -> dict[str, str] | None:
 def add_arguments(parser: Any) -> None:
     parser.add_argument("--evaluate", default="runs/evaluate", help="evaluate output folder (metrics.json, efficiency.json)")
     parser.add_argument("--search", default="runs/search", help="search output folder (pareto.json, pareto.png, variants.json)")
-    parser.add_argument("--data", default=None, help="ingested dataset folder(s) for sample images (optional)")
+    parser.add_argument("--data", default=None, help="ingested dataset folder for sample images (default: the one "
+                                                      "evaluate scored, from its metrics.json, else data/ingested)")
+    parser.add_argument("--no-samples", dest="samples_on", action="store_false",
+                        help="no sample images (metrics, Pareto front and efficiency only)")
     parser.add_argument("--models", nargs="*", default=None, metavar="NAME=MODEL",
                         help="models for the samples (default: <search>/../distill/*/model.pt)")
     parser.add_argument("--samples", type=int, default=3, help="sample images per dataset")
@@ -409,8 +426,11 @@ def run_cli(args: Any) -> int:
     import sys
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    data = args.data
+    if data is None and args.samples_on:
+        data = default_sample_data(args.evaluate)
     try:
-        s = run(args.evaluate, args.search, args.out, data=args.data, models=_models_arg(args.models),
+        s = run(args.evaluate, args.search, args.out, data=data, models=_models_arg(args.models),
                 n_samples=args.samples, device=args.device)
     except (FileNotFoundError, ValueError) as e:
         print(f"salnas report: error: {e}", file=sys.stderr)

@@ -93,7 +93,7 @@ def test_changed_settings_redo_everything_and_drop_stale_items(osie_subset_dir, 
 def test_step_reads_params_and_cli_runs(osie_subset_dir, tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text("ingest:\n  working_size: [24, 32]\n  seed: 7\n")
-    s = run(str(osie_subset_dir), "shared_json", str(tmp_path / "a"), limit=3, params=str(params), progress=False)
+    s = run(str(osie_subset_dir), "shared_json", str(tmp_path / "a"), limit=3, params_path=str(params), progress=False)
     man = load_manifest(s["out"])
     assert man["working_size"] == [24, 32] and man["seed"] == 7
     rc = cli_main(["ingest", "--source", str(osie_subset_dir), "--format", "shared_json", "--out", str(tmp_path / "b"),
@@ -101,11 +101,13 @@ def test_step_reads_params_and_cli_runs(osie_subset_dir, tmp_path, capsys):
     assert rc == 0 and json.loads(capsys.readouterr().out)["images"] == 2
 
 
-def test_cli_errors_are_clear(tmp_path, caplog):
+def test_cli_errors_are_clear(tmp_path, capsys):
     assert cli_main(["ingest", "--source", str(tmp_path), "--format", "nope", "--out", str(tmp_path / "o")]) == 2
-    assert "unknown dataset format 'nope'" in caplog.text and "shared_json" in caplog.text
+    err = capsys.readouterr().err
+    assert "unknown dataset format 'nope'" in err and "shared_json" in err and len(err.splitlines()) == 1
     assert cli_main(["ingest", "--source", str(tmp_path / "absent"), "--format", "osie", "--out", str(tmp_path)]) == 2
-    assert "dataset source not found" in caplog.text
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'absent'}: not found" in err and len(err.splitlines()) == 1
 
 
 def test_unknown_dataset_needs_a_sigma(tmp_path):

@@ -1,8 +1,6 @@
-"""The main job's pieces: params.yaml edits, dvc.yaml templates, raw snapshots; `scripts/services`."""
+"""The main job's pieces: the DVC settings it passes for a preset, the data it picks; `scripts/services`."""
 from __future__ import annotations
 
-import json
-import os
 import stat
 import subprocess
 import sys
@@ -15,75 +13,51 @@ from salnas_core import main_job as mj
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 
-PARAMS = """\
-# top comment
-train_supernet:
-  space: lite
-  preset: cpu             # keep me
-  presets:
-    tiny:
-      preset: nested      # deeper keys are not touched
-data:
-  dataset: osie
-  ingest_args: {}
-"""
+def _params():
+    from salnas_core.utils.params import load_params
+
+    return load_params(REPO / "params.yaml")
 
 
-def test_set_params_edits_only_the_named_lines(tmp_path):
-    p = tmp_path / "params.yaml"
-    p.write_text(PARAMS)
-    done = mj.set_params(p, {("train_supernet", "preset"): "tiny", ("data", "ingest_args"): {"limit": 24},
-                             ("data", "dataset"): "osie"})
-    assert done == ["train_supernet.preset: cpu -> tiny", 'data.ingest_args: {} -> {"limit": 24}']
-    text = p.read_text()
-    assert "  preset: tiny             # keep me\n" in text and "      preset: nested" in text
-    assert text.startswith("# top comment\n")
-    import yaml
-    assert yaml.safe_load(text)["data"] == {"dataset": "osie", "ingest_args": {"limit": 24}}
-    assert mj.set_params(p, {("train_supernet", "preset"): "tiny"}) == []  # no change, no rewrite
-    with pytest.raises(ValueError, match="no key 'missing'"):
-        mj.set_params(p, {("data", "missing"): 1})
-    with pytest.raises(ValueError, match="no top-level section 'nope'"):
-        mj.set_params(p, {("nope", "x"): 1})
+def test_settings_are_dvc_set_params_of_the_preset(monkeypatch):
+    """`salnas main` passes a preset to `dvc exp run -S`, key by key; cpu is params.yaml as it is."""
+    from salnas_core.steps import snapshot
+    from salnas_core.utils.params import preset_overlay
+
+    monkeypatch.setenv(snapshot.SHARED_ENV, str(SHARED))
+    if not (SHARED / "osie").is_dir():
+        pytest.skip("../shared/data/osie is not beside the repository")
+    assert mj.settings("cpu", None, None, _params()) == []
+    tiny = mj.settings("tiny", None, None, _params())
+    assert "train_supernet.epochs=2" in tiny and "ingest.limit=24" in tiny
+    assert "search.latency.mode=measure" in tiny and "search.variants=[XL, M]" in tiny
+    assert "search.budgets.M.latency_frac=null" in tiny
+    assert len(tiny) == sum(len(mj_flat(v)) for v in preset_overlay("tiny").values())
+    assert mj.settings("cpu", None, 5, _params(), ["register.model_name=x"]) == ["ingest.limit=5",
+                                                                                  "register.model_name=x"]
+    with pytest.raises(ValueError, match="unknown key train_supernet.epoch "):
+        mj.settings("cpu", None, None, _params(), ["train_supernet.epoch=1"])
 
 
-def test_stage_commands_match_what_dvc_runs(tmp_path):
-    """Without DVC the main job runs dvc.yaml's commands with DVC's templating (dict unpacking too)."""
-    import shutil
+def mj_flat(values):
+    from salnas_core.utils.params import flatten
 
-    for f in ("dvc.yaml", "params.yaml"):
-        shutil.copy(REPO / f, tmp_path / f)
-    mj.set_params(tmp_path / "params.yaml", {("data", "ingest_args"): {"limit": 24}, ("search", "preset"): "tiny"})
-    cmds = dict(mj.stage_commands(tmp_path))
-    assert list(cmds) == ["ingest", "train_supernet", "search", "distill", "evaluate", "register"]
-    assert cmds["ingest"].startswith("salnas ingest --source data/raw/osie --format shared_json")
-    assert cmds["ingest"].endswith("--limit 24")
-    assert "--preset tiny" in cmds["search"] and "${" not in " ".join(cmds.values())
-    with pytest.raises(KeyError, match=r"\$\{a.b\}"):
-        mj.resolve_templates("x ${a.b}", {"a": {}})
+    return flatten(values)
 
 
-@pytest.mark.skipif(not (SHARED / "osie").is_dir(), reason="../shared/data/osie is not beside the repository")
-def test_snapshot_is_whole_and_deterministic(tmp_path):
-    a = mj.snapshot_shared(SHARED / "osie", tmp_path / "a" / "osie", limit=5)
-    b = mj.snapshot_shared(SHARED / "osie", tmp_path / "b" / "osie", limit=5)
-    files = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*") if p.is_file())
-    assert a["images"] == b["images"] == 5 and len([f for f in files if f.endswith(".jpg")]) == 5
-    for f in files:
-        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
-    meta = json.loads((tmp_path / "a" / "osie" / "fixations.json").read_text())
-    assert meta["n_images"] == 5 and [e["file"] for e in meta["images"]] == sorted(e["file"] for e in meta["images"])
-    whole = mj.snapshot_shared(SHARED / "osie", tmp_path / "a" / "osie")  # replaces, never merges
-    assert whole["images"] == 700
-    assert (tmp_path / "a" / "osie" / "fixations.json").read_bytes() == (SHARED / "osie" / "fixations.json").read_bytes()
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["osie"]  # no temp folders left
+def test_missing_shared_data_means_synthetic(tmp_path, monkeypatch, capsys):
+    from salnas_core.steps import snapshot
+
+    monkeypatch.setenv(snapshot.SHARED_ENV, str(tmp_path / "nowhere"))
+    assert mj.settings("cpu", None, None, _params()) == ["data.dataset=synthetic"]
+    assert "GENERATING a synthetic dataset" in capsys.readouterr().out
+    assert mj.settings("cpu", "synthetic", None, _params()) == ["data.dataset=synthetic"]
 
 
-def test_missing_shared_data_means_synthetic(tmp_path):
-    assert mj.shared_source(tmp_path / "repo", "osie") is None
-    info = mj.snapshot_synthetic(tmp_path / "raw" / "synthetic", 3)
-    meta = json.loads((tmp_path / "raw" / "synthetic" / "fixations.json").read_text())
-    assert info["synthetic"] and meta.get("synthetic") and len(meta["images"]) == 3
+def test_main_outside_a_project_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "salnas_core.cli", "main"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().endswith("not a SalNAS project folder (dvc.yaml and params.yaml "
+                                                           "expected); cd into the repository")
 
 
 @pytest.fixture

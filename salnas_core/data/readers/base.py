@@ -12,6 +12,8 @@ from typing import Callable
 
 import numpy as np
 
+from salnas_core.errors import UserError
+
 
 @dataclass
 class Problem:
@@ -72,7 +74,7 @@ def get_reader(name: str) -> Reader:
     from . import _load_all  # noqa: F401  (fills READERS)
 
     if name not in READERS:
-        raise ValueError(f"unknown dataset format {name!r}; known formats: {', '.join(sorted(READERS))}")
+        raise UserError(f"unknown dataset format {name!r}; known formats: {', '.join(sorted(READERS))}")
     return READERS[name]
 
 
