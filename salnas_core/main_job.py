@@ -179,10 +179,10 @@ def run(*, preset: str = "cpu", dataset: str | None = None, use_dvc: bool = True
             timings.update(run_in_process(root, sets))
         if dvc and push:
             _run([dvc, "push", "-r", push], root, env)
-        from salnas_core.utils.io import read_json
+        from salnas_core import artifacts
 
-        reg_file = root / "runs" / "register" / "registered.json"
-        reg = read_json(reg_file)
+        reg_file = root / "runs" / "register" / artifacts.REGISTRATION
+        reg = artifacts.read_registration(reg_file)
         if parent is not None:
             import mlflow
 

@@ -55,27 +55,19 @@ def _read(path: Path, notes: list[str], what: str) -> Any:
         return None
 
 
-def metric_rows(data: Any) -> list[dict[str, Any]]:
-    """Rows {dataset, model, metrics...} from evaluate's metrics.json, whichever nesting it uses."""
-    if data is None:
+def _evaluation_rows(ev: Path, notes: list[str]) -> list[dict[str, Any]]:
+    """Evaluate's metric rows; a missing or malformed file becomes a note in the report."""
+    from salnas_core import artifacts
+    from salnas_core.errors import UserError
+
+    if not (ev / artifacts.EVALUATION).is_file():
+        notes.append(f"{ev / artifacts.EVALUATION} is missing (per-dataset metrics, written by `salnas evaluate`).")
         return []
-    if isinstance(data, dict):
-        for key in ("rows", "metrics", "results", "tables"):
-            if isinstance(data.get(key), list):
-                return [r for r in data[key] if isinstance(r, dict)]
-        rows = []
-        # {dataset: {model: {metric: v}}} or {dataset: [rows]}
-        for ds, v in data.items():
-            if isinstance(v, list):
-                rows += [{"dataset": ds, **r} for r in v if isinstance(r, dict)]
-            elif isinstance(v, dict):
-                for model, m in v.items():
-                    if isinstance(m, dict) and any(k in m for k in METRIC_COLUMNS):
-                        rows.append({"dataset": ds, "model": model, **m})
-        return rows
-    if isinstance(data, list):
-        return [r for r in data if isinstance(r, dict)]
-    return []
+    try:
+        return artifacts.evaluation_rows(ev)
+    except UserError as e:
+        notes.append(str(e))
+        return []
 
 
 def efficiency_rows(data: Any) -> list[dict[str, Any]]:
@@ -344,7 +336,7 @@ def run(evaluate: str | os.PathLike | None, search: str | os.PathLike | None, ou
     sections, counts = [], {}
     if ev is not None:
         notes: list[str] = []
-        rows = metric_rows(_read(ev / "metrics.json", notes, "per-dataset metrics, written by `salnas evaluate`"))
+        rows = _evaluation_rows(ev, notes)
         counts["metric_rows"] = len(rows)
         sections.append(_section("Saliency metrics per dataset",
                                  metrics_html(rows) + "<p class='dim'>Best value per column in red; ↑ higher is better, "

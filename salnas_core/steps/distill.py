@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from salnas_core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -130,7 +132,6 @@ def run(variants: str | Path, supernet: str | Path, data: str | Path, out: str |
         params_path: str | Path | None = None, device: str = "cpu", progress: bool = True,
         track: bool = True) -> dict[str, Any]:
     """Distill one or all variants; returns {variant: metrics summary}."""
-    from salnas_core.utils.io import read_json
     from salnas_core.utils.params import step_params
 
     from ._nas_common import file_sha256, find_dataset, params_hash, supernet_file, tracking
@@ -138,18 +139,14 @@ def run(variants: str | Path, supernet: str | Path, data: str | Path, out: str |
     p = step_params("distill", preset, params_path, overrides)
     if self_kd is not None:
         p["self_kd"] = bool(self_kd)
-    vpath = Path(variants)
-    if vpath.is_dir():
-        vpath = vpath / "variants.json"
-    table = read_json(vpath)
-    if not isinstance(table, dict) or not table:
-        raise ValueError(f"{vpath}: expected a non-empty mapping of variant name -> {{config, ...}}")
+    from salnas_core import artifacts
+
+    vpath = artifacts._file(variants, artifacts.VARIANTS)
+    table = artifacts.read_variants(vpath)
     names = [variant] if variant else list(table)
     for n in names:
         if n not in table:
-            raise ValueError(f"{vpath}: no variant {n!r} (have: {', '.join(table)})")
-        if not isinstance(table[n], dict) or "config" not in table[n]:
-            raise ValueError(f"{vpath}: variant {n!r} has no 'config'")
+            raise UserError(f"{vpath}: no variant {n!r} (have: {', '.join(table)})")
     sn = supernet_file(supernet)
     root = find_dataset(data)
     out = Path(out)

@@ -68,7 +68,7 @@ def run(models: str | Path, data: list[str | Path], out: str | Path, search: str
                                                  efficiency_markdown, efficiency_row)
     from salnas_core.evaluate.tables import dataset_dirs, evaluate_dataset, markdown_table
     from salnas_core.supernet import load_model
-    from salnas_core.utils.io import atomic_write_json, atomic_write_text, read_json
+    from salnas_core.utils.io import atomic_write_json, atomic_write_text
     from salnas_core.utils.params import step_params
 
     from ._nas_common import tracking
@@ -87,7 +87,9 @@ def run(models: str | Path, data: list[str | Path], out: str | Path, search: str
     roots = [r for d in data for r in dataset_dirs(d)]
     blur = p.get("blur", [False])
     blur = [bool(b) for b in (blur if isinstance(blur, list) else [blur])]
-    search_info = read_json(Path(search) / "variants.json") if search else None
+    from salnas_core import artifacts
+
+    search_info = artifacts.read_variants(search) if search else None
     with tracking("evaluate" + (f"-{variant}" if variant else ""), {**p, "models": list(found),
                                                                     "data": [str(r) for r in roots]},
                   enabled=track) as (mlog, art):
@@ -136,7 +138,7 @@ def run(models: str | Path, data: list[str | Path], out: str | Path, search: str
                    "blur": blur, "search": search_info, "preset": p.get("preset"), "torch": torch.__version__,
                    "seconds": time.perf_counter() - t0}
         atomic_write_text(out / "metrics.md", "\n".join(md) + "\n")
-        atomic_write_json(out / "metrics.json", summary)
+        artifacts.write_evaluation(out, summary)
         atomic_write_json(out / "scores.json", dvc_scores(rows, eff_rows if efficiency else []))
         for r in rows:
             tag = f"{r['dataset']}/{r['model'].replace(' ', '_').replace('(', '').replace(')', '')}{'/blur' if r['blur'] else ''}"

@@ -9,49 +9,11 @@ only if it beats the current champion. Writes OUT/registered.json.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-
-SPLIT_PREFERENCE = ("val", "test")
-
-
-def _rows(obj: Any) -> list[dict[str, Any]]:
-    """Metric rows from evaluate's metrics.json: a list of rows, {"rows": [...]}, or {model: metrics}."""
-    if isinstance(obj, list):
-        return [r for r in obj if isinstance(r, dict)]
-    if isinstance(obj, dict):
-        for key in ("rows", "table", "results"):
-            if isinstance(obj.get(key), list):
-                return _rows(obj[key])
-        out = []
-        for name, m in obj.items():
-            if isinstance(m, dict) and "score" in m:
-                out.append({"model": name, **m})
-            elif isinstance(m, dict):  # {dataset: {model: metrics}}
-                out.extend({"dataset": name, **r} for r in _rows(m) if "model" in r)
-        return out
-    return []
-
-
-def pick_best(metrics: Any, variants: list[str], source: str = "metrics.json") -> tuple[str, dict[str, Any]]:
-    """The variant with the lowest selection score on the validation split (unblurred, own dataset)."""
-    rows = [r for r in _rows(metrics) if r.get("model") in variants and not r.get("cross")
-            and isinstance(r.get("score"), (int, float)) and math.isfinite(r["score"])]
-    if not rows:
-        raise ValueError(f"{source}: no finite selection score for any of the distilled variants {variants}")
-    splits = {r.get("split") for r in rows}
-    split = next((s for s in SPLIT_PREFERENCE if s in splits), None)
-    if split is not None:
-        rows = [r for r in rows if r.get("split") == split]
-    unblurred = [r for r in rows if not r.get("blur")]
-    rows = unblurred or rows
-    best = min(rows, key=lambda r: float(r["score"]))
-    return str(best["model"]), best
-
 
 def data_version(data: str | os.PathLike | None, repo: str | os.PathLike = ".") -> str:
     """`dvc:<md5 of the raw snapshot (dvc.lock, stage snapshot)>` and `manifest:<ingest version>`,
@@ -89,8 +51,8 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
         data: str | os.PathLike | None = None, name: str | None = None, params_path: str | None = None,
         preset: str | None = None, overrides: dict | None = None, repo: str | os.PathLike = ".") -> dict[str, Any]:
     """Register the best variant and apply the champion gate; returns what registered.json holds."""
+    from salnas_core import artifacts
     from salnas_core.tracking import mlflow_utils as mu
-    from salnas_core.utils.io import atomic_write_json, read_json
     from salnas_core.utils.params import step_params
 
     params = step_params("register", preset, params_path, overrides)
@@ -99,8 +61,8 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
     variants = sorted(p.parent.name for p in models.glob("*/model.pt"))
     if not variants:
         raise FileNotFoundError(f"{models}: no distilled models (<variant>/model.pt)")
-    metrics_file = Path(evaluate) / "metrics.json"
-    variant, row = pick_best(read_json(metrics_file), variants, str(metrics_file))
+    metrics_file = Path(evaluate) / artifacts.EVALUATION
+    variant, row = artifacts.best_variant(artifacts.evaluation_rows(evaluate), variants, str(metrics_file))
     model_path = models / variant / "model.pt"
     config, meta = _arch(model_path)
     metrics = {k: float(v) for k, v in row.items()
@@ -129,7 +91,7 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
         "source_sha256": reg["source_sha256"], "tracking_uri": mu.tracking_uri().split("@")[-1],
         "champion_uri": f"models:/{name}@{mu.CHAMPION}", "meta": meta,
     }
-    atomic_write_json(Path(out) / "registered.json", summary)
+    artifacts.write_registration(out, summary)
     log.info("register: %s version %s; %s", name, reg["version"], gate["reason"])
     return summary
 

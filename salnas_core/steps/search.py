@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from salnas_core import artifacts
+
 log = logging.getLogger(__name__)
 
 
@@ -128,7 +130,7 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
         done = read_json(out / "candidates.json")
         if done.get("signature") == sig:
             log.info("%s: search already complete for these params, supernet and data", out)
-            return {"out": str(out), "skipped": True, "variants": read_json(out / "variants.json")}
+            return {"out": str(out), "skipped": True, "variants": artifacts.read_variants(out)}
 
     torch.manual_seed(int(p["seed"]))
     net = load_supernet(sn_path).to(device).eval()
@@ -294,7 +296,7 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
                                                 "space": space.name})
         atomic_write_json(out / "candidates.json", {**meta, "n": len(cands), "candidates": cands})
         write_plot_tables(cands, fronts["macs"], variants, out / "plots")
-        atomic_write_json(out / "variants.json", variants)  # last: its presence marks the step complete
+        artifacts.write_variants(out, variants)  # last: its presence marks the step complete
         mlog({"n_candidates": len(cands), "predictor_spearman": rho["spearman"],
               "search_seconds": meta["seconds"], **{f"{k}_score": v["score"] for k, v in variants.items()}}, None)
         for f in ("variants.json", "pareto.json", "pareto.png", "candidates.json"):

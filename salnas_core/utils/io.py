@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
+from salnas_core.errors import UserError
+
 
 def _tmp_for(path: Path) -> Path:
     return path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -114,4 +116,4 @@ def read_json(path: str | os.PathLike) -> Any:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
