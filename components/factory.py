@@ -176,3 +176,46 @@ def build_components(form: str = "container", image: str | None = None, steps=No
 
 __all__ = ["Art", "OutParam", "Param", "StepDef", "build_components", "container_component",
            "python_component", "launcher_command", "signature_src", "DEFAULT_IMAGE", "FORMS"]
+
+
+def container_source(defn: StepDef, image: str | None = None) -> str:
+    """The container form as readable Python (what `container_component` builds): a reader sees
+    the image, the command and every argument with its KFP placeholder."""
+    if not defn.container:
+        return python_source(defn)
+    image = image or DEFAULT_IMAGE
+    args: list[str] = []
+    for a in (*defn.inputs, *defn.outputs):
+        for flag, suffix in a.flags:
+            path = f"{a.name}.path"
+            args += [repr(flag), f"dsl.ConcatPlaceholder([{path}, {suffix!r}])" if suffix else path]
+    for p in defn.kfp_params:
+        key = p.key or p.name
+        if p.style == "set" and p.has_unset:
+            args.append(f"dsl.ConcatPlaceholder([{f'--set={key}='!r}, {p.name}])")
+        elif p.style == "set":
+            args += ["'--set'", f"dsl.ConcatPlaceholder([{f'{key}='!r}, {p.name}])"]
+        elif p.has_unset:
+            args.append(f"dsl.ConcatPlaceholder([{f'{p.cli_flag}='!r}, {p.name}])")
+        else:
+            args += [repr(p.cli_flag), p.name]
+    for o in defn.out_params:
+        args += [repr(o.flag), o.name]
+    args += [repr(x) for x in defn.extra_args]
+    body = ",\n            ".join(args)
+    return (f"@dsl.container_component\n"
+            f"def {signature_src(defn)}:\n"
+            f'    """{defn.description}"""\n'
+            f"    return dsl.ContainerSpec(\n"
+            f"        image={image!r},\n"
+            f"        command={launcher_command(defn)!r},\n"
+            f"        args=[\n            {body},\n        ])\n")
+
+
+def component_sources(form: str = "container", image: str | None = None, names: list[str] | None = None) -> str:
+    """Every step's component in `form`, as source text (`python -m components`)."""
+    from salnas_core.steps.registry import get_step, pipeline_steps
+
+    steps = [get_step(n) for n in names] if names else list(pipeline_steps())
+    make = (lambda d: container_source(d, image)) if form == "container" else python_source
+    return "\n\n".join(make(d) for d in steps)

@@ -42,6 +42,7 @@ STEPS: tuple[StepDef, ...] = (
     ),
     StepDef(
         name="train-supernet", module="salnas_core.steps.train_supernet", section="train_supernet", gpu=True,
+        progress=True,
         description="Train the weight-sharing supernet with the sandwich rule and Self-KD (salnas train-supernet).",
         inputs=(Art("data", "Dataset", "--data", help="ingested dataset folder (salnas ingest --out)"),),
         outputs=(Art("supernet", "Model", "--out",
@@ -52,6 +53,7 @@ STEPS: tuple[StepDef, ...] = (
                 Param("self_kd", bool, "--no-self-kd", action="store_false", default=None, kfp=False,
                       help="train without Self-KD (ablation)"),
                 _RESUME, _FORCE),
+        extra_args=("--no-progress",),
     ),
     StepDef(
         name="search", module="salnas_core.steps.search", section="search", gpu=True, progress=True,

@@ -187,7 +187,7 @@ def build_datasets(root: Path, step: dict[str, Any], normalization: str, seed: i
 def run(data: str | Path, out: str | Path, preset: str | None = None, epochs: int | None = None,
         self_kd: bool | None = None, resume: bool = False, space: str | None = None,
         overrides: dict | None = None, params_path: str | Path | None = None, force: bool = False,
-        logger: Callable | None = None) -> dict[str, Any]:
+        logger: Callable | None = None, progress: bool = True) -> dict[str, Any]:
     """Train the supernet on the ingested dataset at `data`; write the run folder `out`."""
     import torch
 
@@ -212,7 +212,7 @@ def run(data: str | Path, out: str | Path, preset: str | None = None, epochs: in
     if step.get("threads"):
         torch.set_num_threads(int(step["threads"]))
     try:
-        return _train(root, out, p, step, cfg, manifest, phash, device, resume, logger)
+        return _train(root, out, p, step, cfg, manifest, phash, device, resume, logger, progress)
     finally:
         torch.set_num_threads(threads_before)
         from salnas_core.train import distributed as dist_utils
@@ -221,7 +221,7 @@ def run(data: str | Path, out: str | Path, preset: str | None = None, epochs: in
 
 
 def _train(root: Path, out: Path, p: dict, step: dict, cfg, manifest: dict, phash: str, device: str,
-           resume: bool, logger: Callable | None) -> dict[str, Any]:
+           resume: bool, logger: Callable | None, progress: bool = True) -> dict[str, Any]:
     import torch
 
     from salnas_core.supernet import create_supernet
@@ -255,6 +255,7 @@ def _train(root: Path, out: Path, p: dict, step: dict, cfg, manifest: dict, phas
 
         trainer = SupernetTrainer(model, train_set, val_set, cfg, out_dir=out, calib_set=calib_set,
                                   logger=log_all, device=None if device == "auto" else device, space=space_name)
+        trainer.progress = progress  # the epoch bar (only on a terminal when run from the CLI)
         summary = trainer.fit(resume=resume)
         if is_main:
             meta = {"epoch": trainer.epoch, "resolutions": list(model.space.resolutions), "self_kd": cfg.self_kd,

@@ -236,7 +236,8 @@ class SupernetTrainer:
         sums: dict[str, float] = {}
         n_images, t0 = 0, time.perf_counter()
         bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                   disable=not dist_utils.is_main(), dynamic_ncols=True, leave=False)
+                   disable=not (dist_utils.is_main() and getattr(self, "progress", True)), dynamic_ncols=True,
+                   leave=False)
         for step, batch in enumerate(self.train_loader):
             if step >= n_steps:
                 break

@@ -80,7 +80,7 @@ def test_lightweight_argv_drops_unset_values_and_adds_suffixes():
                                  "preset": "tiny", "epochs": 2, "device": "cuda"})
     assert argv[-5:] == ["--set", "epochs=2", "--device", "cuda", "--no-progress"]
     argv = step_argv("train-supernet", {"data": "/d", "supernet": "/o", "preset": "cpu", "epochs": 3})
-    assert argv[-2:] == ["--epochs", "3"]
+    assert argv[-3:] == ["--epochs", "3", "--no-progress"]
 
 
 def test_container_launcher_drops_unset_words(tmp_path):
@@ -122,3 +122,21 @@ def test_unknown_step_and_form_are_refused():
         get_step("nope")
     with pytest.raises(ValueError, match="component form"):
         factory.build_components("docker")
+
+
+@pytest.mark.parametrize("defn", [d for d in STEPS if d.container], ids=lambda d: d.name)
+def test_printed_container_source_is_the_component(defn):
+    """`python -m components` prints source that, run, builds the same container component."""
+    from typing import List  # noqa: F401
+
+    from kfp import dsl
+    from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output, OutputPath  # noqa: F401
+
+    src = factory.container_source(defn, image="example.org/salnas:1")
+    ns = dict(globals(), dsl=dsl, Input=Input, Output=Output, OutputPath=OutputPath, Artifact=Artifact,
+              Dataset=Dataset, Model=Model, Metrics=Metrics, HTML=HTML, List=List)
+    exec(compile(src, "<printed>", "exec"), ns)
+    printed = ns[defn.func_name].component_spec
+    built = factory.container_component(defn, image="example.org/salnas:1").component_spec
+    assert printed.implementation.container == built.implementation.container
+    assert printed.inputs == built.inputs and printed.outputs == built.outputs
