@@ -8,7 +8,7 @@ that shape; nothing guesses among shapes.
 | `<evaluate>/metrics.json` | evaluate | register, gate, report |
 | `<register>/registered.json` | register | main, the gate of the next run |
 
-The ingested dataset's `manifest.json` has its own home (salnas_core.data.ingest.load_manifest):
+The ingested dataset's `manifest.json` has its own home (salnas_core.data.dataset.load_manifest):
 the data layer writes it. Lives below steps/ and serve/ because both read these files.
 """
 from __future__ import annotations

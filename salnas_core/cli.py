@@ -24,9 +24,11 @@ from typing import Any
 from salnas_core.errors import UserError
 from salnas_core.steps.registry import STEPS, get_step
 
-# other commands: name -> (module, one-line help); a module that is not installed is left out
+# other commands: name -> (module, one-line help); a module that is not installed is left out.
+# Packages above salnas_core add theirs through the entry-point group below (pipelines/ adds
+# `salnas pipeline`), so salnas_core never imports them.
+ENTRY_POINTS = "salnas.commands"
 COMMANDS: dict[str, tuple[str, str]] = {
-    "pipeline": ("pipelines.cli", "compile / run-local / submit the Kubeflow pipeline"),
     "k8s": ("salnas_core.tracking.k8s", "distributed training on Kubernetes"),
     "predict": ("salnas_core.serve.predict", "saliency maps for your own images"),
     "export": ("salnas_core.serve.export", "export a model to ONNX or TorchScript"),
@@ -44,6 +46,16 @@ def _available(module: str) -> bool:
         return False
 
 
+def commands() -> dict[str, tuple[str, str]]:
+    """COMMANDS plus the installed `salnas.commands` entry points (name -> module; help from its docstring)."""
+    from importlib.metadata import entry_points
+
+    found = dict(COMMANDS)
+    for ep in entry_points(group=ENTRY_POINTS):
+        found.setdefault(ep.name, (ep.value, ""))
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="salnas", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -53,12 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(defn.name, help=help_, description=help_)
         p.set_defaults(_step=defn.name)
         defn.add_arguments(p)
-    for name, (module, help_) in COMMANDS.items():
+    for name, (module, help_) in commands().items():
         if not _available(module):
             continue
+        mod = importlib.import_module(module)
+        help_ = help_ or (mod.__doc__ or "").strip().splitlines()[0]
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        mod.add_arguments(p)
     return parser
 
 

@@ -135,7 +135,7 @@ def test_printed_container_source_is_the_component(defn):
     src = factory.container_source(defn, image="example.org/salnas:1")
     ns = dict(globals(), dsl=dsl, Input=Input, Output=Output, OutputPath=OutputPath, Artifact=Artifact,
               Dataset=Dataset, Model=Model, Metrics=Metrics, HTML=HTML, List=List)
-    exec(compile(src, "<printed>", "exec"), ns)
+    exec(compile(src, "<printed>", "exec", dont_inherit=True), ns)  # real annotations
     printed = ns[defn.func_name].component_spec
     built = factory.container_component(defn, image="example.org/salnas:1").component_spec
     assert printed.implementation.container == built.implementation.container

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from salnas_core import cli
-from salnas_core.data.ingest import load_manifest
+from salnas_core.data.dataset import load_manifest
 
 
 def test_cli_takes_params_then_set_and_prints_the_summary(osie_subset_dir, tmp_path, capsys):
