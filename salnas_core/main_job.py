@@ -27,7 +27,6 @@ from salnas_core.utils.io import replace_dir
 
 log = logging.getLogger(__name__)
 
-PACKAGE_REPO = Path(__file__).resolve().parents[1]
 PRESET_SECTIONS = ("train_supernet", "search", "distill", "evaluate")
 # images ingest takes per preset (the first N by id; splits still over the whole dataset): None = all
 INGEST_LIMIT = {"tiny": 24, "cpu": None, "paper": None}
@@ -210,7 +209,9 @@ def run(repo: str | os.PathLike | None = None, *, preset: str = "cpu", dataset: 
         use_dvc: bool = True, push: str | None = None, limit: int | None = None) -> dict[str, Any]:
     """The main job; returns registered.json's content plus timings."""
     t0 = time.perf_counter()
-    repo = Path(repo or (Path.cwd() if (Path.cwd() / "dvc.yaml").exists() else PACKAGE_REPO)).resolve()
+    from salnas_core.utils.root import work_root
+
+    repo = work_root(repo)  # --repo, else $SALNAS_ROOT, else here: never the checkout salnas came from
     if not (repo / "dvc.yaml").is_file() or not (repo / "params.yaml").is_file():
         raise FileNotFoundError(f"{repo}: not a SalNAS repository (dvc.yaml and params.yaml expected)")
     params_path = repo / "params.yaml"
@@ -308,14 +309,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which ../shared/data dataset (default osie); generated data when absent")
     parser.add_argument("--limit", type=int, default=None,
                         help="ingest only the first N images (default: all; tiny: 24); synthetic: images generated")
-    parser.add_argument("--repo", default=None, help="the SalNAS repository (default: this one)")
+    parser.add_argument("--repo", default=None, help="the SalNAS checkout (default: $SALNAS_ROOT, else the current folder)")
     parser.add_argument("--no-dvc", dest="use_dvc", action="store_false",
                         help="run dvc.yaml's stage commands in order without DVC")
     parser.add_argument("--push", default=None, metavar="REMOTE", help="`dvc push -r REMOTE` afterwards (e.g. s3)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from salnas_core.utils.logs import setup_logging
+
+    setup_logging()
     run(args.repo, preset=args.preset, dataset=args.dataset, use_dvc=args.use_dvc, push=args.push,
         limit=args.limit)
     return 0

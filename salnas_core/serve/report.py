@@ -286,8 +286,9 @@ def discover_models(search_dir: Path | None) -> dict[str, Path]:
     """Distilled variants next to the search folder: <runs>/distill/<name>/model.pt."""
     if search_dir is None:
         return {}
-    root = search_dir.parent / "distill"
-    return {p.parent.name: p for p in sorted(root.glob("*/model.pt"))} if root.is_dir() else {}
+    from salnas_core.utils.models import variant_models
+
+    return variant_models(search_dir.parent / "distill")
 
 
 def samples_html(data: Path, models: dict[str, Any], n: int, notes: list[str], device: str = "auto") -> str:
@@ -408,7 +409,9 @@ def add_arguments(parser: Any) -> None:
 def run_cli(args: Any) -> int:
     import sys
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from salnas_core.utils.logs import setup_logging
+
+    setup_logging()
     try:
         s = run(args.evaluate, args.search, args.out, data=args.data, models=_models_arg(args.models),
                 n_samples=args.samples, device=args.device)

@@ -288,7 +288,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from salnas_core.utils.logs import setup_logging
+
+    setup_logging()
     summary = run(args.data, args.out, preset=args.preset, epochs=args.epochs, self_kd=args.self_kd,
                   resume=args.resume, space=args.space, overrides=_parse_set(args.set),
                   params_path=args.params, force=args.force)

@@ -5,13 +5,20 @@ import copy
 from pathlib import Path
 from typing import Any
 
-DEFAULT_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+PARAMS_FILE = "params.yaml"
+
+
+def default_params_path() -> Path:
+    """<working root>/params.yaml: $SALNAS_ROOT, else the current folder (salnas_core.utils.root)."""
+    from .root import work_root
+
+    return work_root() / PARAMS_FILE
 
 
 def load_params(path: str | Path | None = None) -> dict[str, Any]:
     import yaml
 
-    path = Path(path) if path else DEFAULT_PARAMS
+    path = Path(path) if path else default_params_path()
     if not path.exists():
         raise FileNotFoundError(f"{path}: params file not found")
     with open(path, encoding="utf-8") as f:
