@@ -39,7 +39,7 @@ STEPS: tuple[StepDef, ...] = (
         extra_args=("--no-progress",),
     ),
     StepDef(
-        name="variants", command=("pipeline", "variants"),
+        name="variants", command=("variants",),
         description="The variants the search found, of the budgets asked for (the ParallelFor items).",
         inputs=(Art("search", "Artifact", "--search"),),
         params=(Param("budgets", list, "--budgets", default=["XL", "M"]),),
@@ -68,7 +68,7 @@ STEPS: tuple[StepDef, ...] = (
         extra_args=("--no-progress",),
     ),
     StepDef(
-        name="gate", command=("pipeline", "gate"), container=False,
+        name="gate", command=("gate",), container=False,
         description="Pick the best evaluated variant and compare it with the registry's champion.",
         inputs=(Art("models", "Model", "--models", is_list=True),
                 Art("evaluations", "Artifact", "--evaluations", is_list=True)),

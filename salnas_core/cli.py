@@ -18,7 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("salnas_core.steps.distill", "fine-tune chosen subnets with Self-KD"),
     "evaluate": ("salnas_core.steps.evaluate", "metrics tables and efficiency report"),
     "register": ("salnas_core.steps.register", "register the best model in MLflow (champion gate)"),
-    "pipeline": ("salnas_core.pipeline_cli", "compile / run-local / submit the Kubeflow pipeline"),
+    "gate": ("salnas_core.steps.gate", "(a pipeline step) best evaluated variant vs the registry's champion"),
+    "variants": ("salnas_core.steps.variants", "(a pipeline step) the variants a search found, as a JSON list"),
+    # pipelines/ is a door above salnas_core: named here, never imported statically (import-linter)
+    "pipeline": ("pipelines.cli", "compile / run-local / submit the Kubeflow pipeline"),
     "k8s": ("salnas_core.tracking.k8s", "distributed training on Kubernetes (PyTorchJob)"),
     "predict": ("salnas_core.serve.predict", "saliency maps for your own images"),
     "export": ("salnas_core.serve.export", "export a model to ONNX or TorchScript"),

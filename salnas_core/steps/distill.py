@@ -53,7 +53,7 @@ def distill_variant(name: str, variant: dict[str, Any], supernet_path: Path, roo
     import torch
 
     from salnas_core.data.dataset import load_manifest, make_loader
-    from salnas_core.search.scoring import validate
+    from salnas_core.metrics.scoring import validate
     from salnas_core.supernet import count_macs, count_params, recalibrate_bn, save_model
     from salnas_core.train.checkpoint import load_supernet
     from salnas_core.train.distill import DistillConfig, distill
@@ -194,10 +194,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     from ._nas_common import parse_set
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from salnas_core.utils.logs import setup_logging, show_progress
+
+    setup_logging()
     res = run(args.variants, args.supernet, args.data, args.out, variant=args.variant, preset=args.preset,
               self_kd=args.self_kd, resume=args.resume, force=args.force, overrides=parse_set(args.set),
-              params_path=args.params, device=args.device, progress=args.progress)
+              params_path=args.params, device=args.device, progress=show_progress(args.progress))
     print(json.dumps({k: {"score_without": v["without"]["score"], "score_with": v["with"]["score"],
                           "chosen": v["chosen"]} for k, v in res.items()}, indent=1))
     return 0

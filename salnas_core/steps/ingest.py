@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
+from pathlib import Path
 from typing import Any
 
 
@@ -15,13 +18,29 @@ def run(source: str, fmt: str, out: str, working_size: tuple[int, int] | None = 
     from ..utils.params import step_params
 
     p = step_params("ingest", path=params)
+    local = fetch_source(source, p.get("cache_dir"))
     working_size = tuple(working_size or p.get("working_size") or (288, 384))
     seed = int(seed if seed is not None else p.get("seed", 42))
     sigma = sigma if sigma is not None else p.get("sigma_px")
     workers = workers or p.get("workers")
-    return ingest(source, fmt, out, working_size=working_size, limit=limit, seed=seed, name=name, sigma=sigma,
+    return ingest(local, fmt, out, working_size=working_size, limit=limit, seed=seed, name=name, sigma=sigma,
                   sigma_ref_size=working_size if sigma is not None else None, workers=workers,
-                  cache_dir=p.get("cache_dir"), progress=progress)
+                  progress=progress, source_label=str(source))
+
+
+def fetch_source(source: str, cache_dir: str | os.PathLike | None = None) -> str:
+    """A local folder for `source`: an s3:// prefix is downloaded (resumably, checked by sha256)
+    into CACHE_DIR/<bucket_prefix> (default ~/.cache/salnas/sources); a path is returned as is.
+    The step does the download so that data/ingest stays local-only (no boto3 below steps/)."""
+    s = str(source)
+    if not s.startswith("s3://"):
+        return s
+    from ..tracking.storage import download_prefix
+
+    cache = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "salnas" / "sources"
+    dest = cache / re.sub(r"[^A-Za-z0-9_.-]", "_", s[len("s3://"):].strip("/"))
+    logging.getLogger(__name__).info("downloading %s to %s", s, dest)
+    return str(download_prefix(s, dest))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,11 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from ..utils.logs import setup_logging, show_progress
+
+    setup_logging()
     try:
         summary = run(args.source, args.fmt, args.out, working_size=args.working_size, limit=args.limit,
                       seed=args.seed, params=args.params, name=args.name, sigma=args.sigma, workers=args.workers,
-                      progress=not args.no_progress)
+                      progress=show_progress(not args.no_progress))
     except (FileNotFoundError, ValueError) as e:
         logging.getLogger("salnas.ingest").error("%s", e)
         return 2

@@ -89,17 +89,20 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
     """Register the best variant and apply the champion gate; returns what registered.json holds."""
     from salnas_core.tracking import mlflow_utils as mu
     from salnas_core.utils.io import atomic_write_json, read_json
+    from salnas_core.serve import pyfunc_model
+    from salnas_core.utils.models import variant_models
     from salnas_core.utils.params import step_params
 
     params = step_params("register", path=params_path)
     name = name or params.get("model_name") or mu.DEFAULT_MODEL_NAME
     models = Path(models)
-    variants = sorted(p.parent.name for p in models.glob("*/model.pt"))
+    found = variant_models(models)
+    variants = sorted(found)
     if not variants:
         raise FileNotFoundError(f"{models}: no distilled models (<variant>/model.pt)")
     metrics_file = Path(evaluate) / "metrics.json"
     variant, row = pick_best(read_json(metrics_file), variants, str(metrics_file))
-    model_path = models / variant / "model.pt"
+    model_path = found[variant]
     config, meta = _arch(model_path)
     metrics = {k: float(v) for k, v in row.items()
                if k not in ("score", "n", "blur", "cross") and isinstance(v, (int, float))}
@@ -109,7 +112,7 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
     with mu.start_run("register", params={"model_name": name, "variant": variant, "evaluate": str(evaluate)}) as r:
         if r is None:
             raise RuntimeError("register: tracking is off (SALNAS_TRACKING); the registry needs MLflow")
-        reg = mu.register_model(model_path, name=name, score=score, metrics=metrics, data_version=version,
+        reg = mu.register_model(model_path, python_model=pyfunc_model.__file__, name=name, score=score, metrics=metrics, data_version=version,
                                 arch_config=config,
                                 extra_tags={"salnas.variant": variant, "salnas.dataset": str(row.get("dataset", "")),
                                             "salnas.split": str(row.get("split", ""))})
@@ -142,7 +145,9 @@ def add_arguments(parser) -> None:
 
 
 def run_cli(args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from salnas_core.utils.logs import setup_logging
+
+    setup_logging()
     s = run(args.evaluate, args.models, args.out, data=args.data, name=args.name, params_path=args.params)
     state = "champion" if s["alias"] else "not champion"
     print(f"registered {s['name']} version {s['version']} ({s['variant']}, score {s['score']:.4f}): {state}; "

@@ -94,7 +94,7 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
     from salnas_core.search.latency import DirectLatency, LatencyTable
     from salnas_core.search.pareto import choose_for_budget, pareto_front, plot_pareto
     from salnas_core.search.predictor import create_predictor, held_out_rank_correlation, online_rank_correlation
-    from salnas_core.search.scoring import validate
+    from salnas_core.metrics.scoring import validate
     from salnas_core.supernet import count_macs, count_params, recalibrate_bn
     from salnas_core.train.checkpoint import load_supernet
     from salnas_core.utils.io import atomic_write_json, read_json
@@ -303,9 +303,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     from ._nas_common import parse_set
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from salnas_core.utils.logs import setup_logging, show_progress
+
+    setup_logging()
     s = run(args.supernet, args.data, args.out, preset=args.preset, overrides=parse_set(args.set),
-            params_path=args.params, force=args.force, device=args.device, progress=args.progress)
+            params_path=args.params, force=args.force, device=args.device, progress=show_progress(args.progress))
     print(json.dumps({"out": s["out"], "skipped": s.get("skipped", False),
                       "variants": {k: {"score": v["score"], "gmacs": v["macs"] / 1e9, "latency_ms": v["latency_ms"]}
                                    for k, v in s["variants"].items()}}, indent=1))

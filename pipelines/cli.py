@@ -1,21 +1,23 @@
-"""`salnas pipeline compile | run-local | submit | gate`: the Kubeflow door to the same steps.
+"""`salnas pipeline compile | run-local | submit`: the Kubeflow door to the same steps.
 
 - compile: the container-form pipeline to IR YAML (kfp-kubernetes settings from the flags);
 - run-local: the lightweight form through kfp.local's SubprocessRunner in this interpreter,
   under one MLflow parent run (the steps' runs nest under it through SALNAS_PARENT_RUN_ID);
 - submit: a compiled package to a Kubeflow Pipelines API server (kfp.Client);
-- gate: the pipeline's champion gate (a step of the DAG, run by its component).
+- gate, variants: the pipeline steps `salnas gate` / `salnas variants` (salnas_core.steps.gate,
+  .variants) under their older names; the flags and the work are the steps' own.
 
-The DAG lives in pipelines/, the components in components/; this module only parses arguments.
+The DAG lives in pipelines/salnas_pipeline.py, the components in components/; this module only
+parses arguments. salnas_core never imports it: `salnas pipeline` finds it by module name in
+salnas_core.cli's command table (and is absent from `salnas --help` where pipelines/ is not
+installed), so the import arrows run pipelines -> salnas_core only (see docs/ARCHITECTURE.md).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,79 +28,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PACKAGE = "pipelines/salnas.yaml"
 
 
-# --- the gate ------------------------------------------------------------------------------------
-
-def gate(models: list[str], evaluations: list[str], out: str, model_name: str | None = None) -> dict[str, Any]:
-    """Pick the best evaluated variant over the per-budget branches and compare its validation
-    selection score (lower is better) with the registered champion's.
-
-    `models[i]` is a distill output (holds <variant>/model.pt) and `evaluations[i]` the evaluate
-    output for it (metrics.json). Writes OUT/<variant>/ (the model folder), OUT/metrics.json and
-    OUT/gate.json, so `salnas register --models OUT --evaluate OUT` registers exactly this one.
-    """
-    from salnas_core.steps.register import pick_best
-    from salnas_core.tracking import mlflow_utils as mu
-    from salnas_core.utils.io import atomic_dir, atomic_write_json, read_json
-
-    if len(models) != len(evaluations) or not models:
-        raise ValueError(f"gate: need one evaluation per model, got {len(models)} models and "
-                         f"{len(evaluations)} evaluations")
-    best: tuple[float, str, Path, dict, dict] | None = None
-    seen = []
-    for m, e in zip(models, evaluations):
-        m, e = Path(m), Path(e)
-        variants = sorted(p.parent.name for p in m.glob("*/model.pt"))
-        if not variants:
-            raise FileNotFoundError(f"{m}: no distilled model (<variant>/model.pt)")
-        metrics = read_json(e / "metrics.json")
-        variant, row = pick_best(metrics, variants, str(e / "metrics.json"))
-        score = float(row["score"])
-        seen.append({"variant": variant, "score": score, "split": row.get("split")})
-        if best is None or score < best[0]:
-            best = (score, variant, m, row, metrics)
-    assert best is not None
-    score, variant, model_dir, row, metrics = best
-
-    name = model_name or mu.DEFAULT_MODEL_NAME
-    champ = mu.get_champion(name)
-    champ_score = mu.version_score(name, champ.version) if champ is not None else math.inf
-    beats = score < champ_score  # a tie keeps the champion, as promote_if_better does
-    decision = {"candidate": variant, "candidate_score": score, "split": row.get("split"),
-                "champion_version": int(champ.version) if champ is not None else None,
-                "champion_score": None if champ is None else champ_score, "beats_champion": beats,
-                "model_name": name, "variants": seen}
-    with atomic_dir(out) as tmp:
-        shutil.copytree(model_dir / variant, tmp / variant)
-        atomic_write_json(tmp / "metrics.json", metrics)
-        atomic_write_json(tmp / "gate.json", decision)
-    log.info("gate: %s (score %.4f) %s the champion (%s)", variant, score,
-             "beats" if beats else "does not beat",
-             "none yet" if champ is None else f"v{champ.version}, {champ_score:.4f}")
-    return decision
-
-
-def found_variants(search: str, budgets: list[str] | None = None) -> list[str]:
-    """Names in SEARCH/variants.json, in the order of `budgets` (those the search could not meet are
-    left out with a warning); all of them when `budgets` is empty."""
-    from salnas_core.utils.io import read_json
-
-    path = Path(search) / "variants.json"
-    table = read_json(path)
-    if not isinstance(table, dict) or not table:
-        raise ValueError(f"{path}: no variants (the search met none of the budgets {budgets or ''})")
-    names = [b for b in budgets if b in table] if budgets else list(table)
-    missing = [b for b in budgets or [] if b not in table]
-    if missing:
-        log.warning("variants: budgets %s have no variant in %s (limits below the smallest subnet?)", missing, path)
-    if not names:
-        raise ValueError(f"{path}: none of the budgets {budgets} has a variant (have: {', '.join(table)})")
-    return names
-
-
 # --- compile / run-local / submit ----------------------------------------------------------------
 
 def _k8s_settings(args: argparse.Namespace):
-    from pipelines.salnas_pipeline import K8sSettings
+    from .salnas_pipeline import K8sSettings
 
     s = K8sSettings(accelerator_type=args.accelerator_type, gpus=args.gpus, s3_secret=args.s3_secret,
                     s3_endpoint=args.s3_endpoint, mlflow_tracking_uri=args.mlflow_uri,
@@ -136,7 +69,7 @@ def run_local(source: str, fmt: str = "shared_json", preset: str = "tiny", limit
     """
     from kfp import local
 
-    from pipelines.salnas_pipeline import PIPELINE_NAME, build_pipeline
+    from .salnas_pipeline import PIPELINE_NAME, build_pipeline
     from salnas_core.tracking import mlflow_utils as mu
 
     root = Path(pipeline_root).resolve()
@@ -251,35 +184,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--param", type=_kv, action="append", default=[], metavar="NAME=VALUE",
                    help="pipeline argument (YAML value), e.g. --param budgets='[XL, S]'")
 
-    v = sub.add_parser("variants", help="(a pipeline step) the variants a search found, as a JSON list")
-    v.add_argument("--search", required=True, help="search output folder (variants.json)")
-    v.add_argument("--budgets", default=None, help="JSON/YAML list of the budgets asked for")
-    v.add_argument("--names-out", default=None, help="file to write the JSON list into (a KFP output)")
+    from salnas_core.steps import gate, variants
 
-    g = sub.add_parser("gate", help="(a pipeline step) best variant vs the registry's champion")
-    g.add_argument("--models", nargs="+", required=True, help="distill outputs, one per budget")
-    g.add_argument("--evaluations", nargs="+", required=True, help="evaluate outputs, same order")
-    g.add_argument("--out", required=True, help="candidate folder for `salnas register`")
-    g.add_argument("--model-name", default=None)
-    g.add_argument("--beats-out", default=None, help="file to write true/false into (a KFP output)")
-    g.add_argument("--score-out", default=None, help="file to write the candidate's score into")
+    variants.add_arguments(sub.add_parser("variants", help="(a pipeline step) = `salnas variants`"))
+    gate.add_arguments(sub.add_parser("gate", help="(a pipeline step) = `salnas gate`"))
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cmd = args.pipeline_command
+    if cmd in ("gate", "variants"):
+        from salnas_core.steps import gate, variants
+
+        return (gate if cmd == "gate" else variants).run_cli(args)
+    from salnas_core.utils.logs import setup_logging
+
+    setup_logging()
     try:
         if cmd == "compile":
-            from pipelines.salnas_pipeline import compile_pipeline
+            from .salnas_pipeline import compile_pipeline
 
             path = compile_pipeline(args.out, image=args.image, k8s=_k8s_settings(args), defaults=_defaults(args))
             print(path)
         elif cmd == "run-local":
             d = _defaults(args)
             if "source" not in d:
-                from salnas_core.utils.params import DEFAULT_PARAMS
+                from salnas_core.utils.root import work_root
 
-                shared = DEFAULT_PARAMS.parent.parent / "shared" / "data" / "osie"
+                shared = work_root().parent / "shared" / "data" / "osie"
                 if not shared.exists():
                     raise FileNotFoundError(f"--source not given and {shared} does not exist")
                 d["source"] = str(shared)
@@ -291,27 +222,6 @@ def run_cli(args: argparse.Namespace) -> int:
             arguments = {k: yaml.safe_load(v) for k, v in args.param}
             print(json.dumps(submit(args.host, args.package, arguments, args.run_name, args.experiment,
                                     args.namespace)))
-        elif cmd == "variants":
-            import yaml
-
-            from salnas_core.utils.io import atomic_write_text
-
-            budgets = yaml.safe_load(args.budgets) if args.budgets else None
-            if budgets is not None and not isinstance(budgets, list):
-                raise ValueError(f"--budgets: expected a list like '[XL, M]', got {args.budgets!r}")
-            names = found_variants(args.search, budgets)
-            if args.names_out:
-                atomic_write_text(args.names_out, json.dumps(names))
-            print(json.dumps(names))
-        elif cmd == "gate":
-            from salnas_core.utils.io import atomic_write_text
-
-            d = gate(args.models, args.evaluations, args.out, args.model_name)
-            if args.beats_out:
-                atomic_write_text(args.beats_out, json.dumps(d["beats_champion"]))
-            if args.score_out:
-                atomic_write_text(args.score_out, json.dumps(d["candidate_score"]))
-            print(json.dumps(d, indent=1))
     except (FileNotFoundError, ValueError, ConnectionError) as e:
         print(f"salnas pipeline {cmd}: {e}", file=sys.stderr)
         return 1
