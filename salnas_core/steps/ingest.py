@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--working-size", nargs=2, type=int, metavar=("H", "W"), help="default: params ingest.working_size")
     parser.add_argument("--limit", type=int, help="ingest only the first N images (sorted by id)")
     parser.add_argument("--seed", type=int, help="split seed (default: params ingest.seed = 42, SalNAS's OSIE split)")
-    parser.add_argument("--params", help="params.yaml to read (default: the repository's)")
+    parser.add_argument("--params", help="params.yaml to read (default: the working root's: $SALNAS_ROOT, else here)")
     parser.add_argument("--name", help="dataset name (default: from the format, or the source folder name)")
     parser.add_argument("--sigma", type=float, help="Gaussian sigma in px at the working size (default: per dataset)")
     parser.add_argument("--workers", type=int, help="decode threads (default: min(4, cores))")

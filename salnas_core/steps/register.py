@@ -53,14 +53,16 @@ def pick_best(metrics: Any, variants: list[str], source: str = "metrics.json") -
     return str(best["model"]), best
 
 
-def data_version(data: str | os.PathLike | None, repo: str | os.PathLike = ".") -> str:
+def data_version(data: str | os.PathLike | None, repo: str | os.PathLike | None = None) -> str:
     """`dvc:<md5 of the raw snapshot in data.dvc>` and `manifest:<ingest version>`, what is known."""
     import yaml
 
     from salnas_core.utils.io import read_json
 
     parts = []
-    dvc_file = Path(repo) / "data.dvc"
+    from salnas_core.utils.root import work_root
+
+    dvc_file = work_root(repo) / "data.dvc"
     if dvc_file.exists():
         outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or []
         if outs and outs[0].get("md5"):
@@ -85,7 +87,7 @@ def _arch(model_path: Path) -> tuple[dict, dict]:
 
 def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.PathLike, *,
         data: str | os.PathLike | None = None, name: str | None = None, params_path: str | None = None,
-        repo: str | os.PathLike = ".") -> dict[str, Any]:
+        repo: str | os.PathLike | None = None) -> dict[str, Any]:
     """Register the best variant and apply the champion gate; returns what registered.json holds."""
     from salnas_core.tracking import mlflow_utils as mu
     from salnas_core.utils.io import atomic_write_json, read_json
@@ -141,7 +143,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/register", help="writes registered.json here")
     parser.add_argument("--data", default=None, help="ingested dataset (its manifest version is recorded)")
     parser.add_argument("--name", default=None, help="registered model name (default: params register.model_name)")
-    parser.add_argument("--params", default=None, help="params.yaml to read (default: the repository's)")
+    parser.add_argument("--params", default=None, help="params.yaml to read (default: the working root's: $SALNAS_ROOT, else here)")
 
 
 def run_cli(args) -> int:

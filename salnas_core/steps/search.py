@@ -292,7 +292,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="ingested dataset folder")
     parser.add_argument("--out", required=True, help="search folder (candidates.json, pareto.json/png, variants.json)")
     parser.add_argument("--preset", default=None, help="params.yaml preset: tiny | cpu | paper")
-    parser.add_argument("--params", default=None, help="params.yaml path (default: the repository's)")
+    parser.add_argument("--params", default=None, help="params.yaml path (default: the working root's: $SALNAS_ROOT, else here)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a search parameter (YAML value, dotted keys nest), repeatable")
     parser.add_argument("--device", default="cpu", help="device the candidates are scored on")

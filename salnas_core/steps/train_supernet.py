@@ -281,7 +281,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train without Self-KD (ablation)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     parser.add_argument("--space", default=None, help="search space (lite | salnas)")
-    parser.add_argument("--params", default=None, help="params.yaml path (default: the repository's)")
+    parser.add_argument("--params", default=None, help="params.yaml path (default: the working root's: $SALNAS_ROOT, else here)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one train_supernet parameter (YAML value), repeatable")
     parser.add_argument("--force", action="store_true", help="retrain even if OUT is complete for these params")
