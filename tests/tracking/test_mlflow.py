@@ -185,3 +185,13 @@ def test_register_step_names_missing_inputs(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no distilled models"):
         register.run(tmp_path / "e", tmp_path / "d", tmp_path / "o")
+
+
+def test_one_champion_rule():
+    """The gate step and promote_if_better decide with this one function: strictly lower wins."""
+    from salnas_core.tracking.mlflow_utils import beats_champion
+
+    assert beats_champion(1.0, None) is True          # no champion yet
+    assert beats_champion(1.0, 1.5) is True
+    assert beats_champion(1.5, 1.5) is False          # a tie keeps the champion
+    assert beats_champion(2.0, 1.5) is False
