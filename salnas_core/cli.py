@@ -15,7 +15,6 @@ import argparse
 import importlib
 import importlib.util
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 from salnas_core.errors import UserError
 from salnas_core.steps.registry import STEPS, get_step
+from salnas_core.utils.logs import setup_logging, show_progress
 
 # other commands: name -> (module, one-line help); a module that is not installed is left out.
 # Packages above salnas_core add theirs through the entry-point group below (pipelines/ adds
@@ -76,19 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """One log format for every command: `time level logger: message` on stderr."""
-    root = logging.getLogger()
-    if root.handlers:  # configured by the host (a test, an embedding program)
-        return
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if not sys.stderr.isatty():  # no carriage-return bars in dvc / Kubeflow logs
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for noisy in ("botocore", "urllib3", "alembic", "matplotlib", "numba", "PIL", "git"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def step_options(defn, args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of `run()` from parsed options: what was not given is left out (so
     run() takes params.yaml's value), --set becomes `overrides`, input paths must exist."""
@@ -112,7 +99,7 @@ def step_options(defn, args: argparse.Namespace) -> dict[str, Any]:
         if opts["overrides"] is None:
             del opts["overrides"]
     if defn.progress:  # a bar only on a terminal: no carriage returns in dvc/Kubeflow logs
-        opts["progress"] = bool(opts.get("progress", True)) and sys.stderr.isatty()
+        opts["progress"] = show_progress(opts.get("progress", True))
     for o in defn.out_params:
         opts.pop(o.name, None)
     return opts
@@ -139,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    if not show_progress():  # MLflow's artifact bars too: no carriage returns in dvc / Kubeflow logs
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     name = args.command
     try:
         if getattr(args, "_step", None):

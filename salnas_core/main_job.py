@@ -136,7 +136,9 @@ def run(*, preset: str = "cpu", dataset: str | None = None, use_dvc: bool = True
         limit: int | None = None, name: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """The main job in the working directory; returns registered.json's content plus timings."""
     t0 = time.perf_counter()
-    root = Path.cwd().resolve()
+    from salnas_core.utils.root import work_root
+
+    root = work_root()
     if not (root / "dvc.yaml").is_file() or not (root / "params.yaml").is_file():
         raise UserError(f"{root}: not a SalNAS project folder (dvc.yaml and params.yaml expected); cd into the "
                         f"repository")
@@ -219,7 +221,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--push", default=None, metavar="REMOTE", help="`dvc push -r REMOTE` afterwards (e.g. s3)")
 
 
-def run_cli(args: argparse.Namespace) -> int:
+def run_cli(args: argparse.Namespace) -> int:  # logging: set up by salnas_core.cli
     run(preset=args.preset, dataset=args.dataset, use_dvc=args.use_dvc, push=args.push, limit=args.limit,
         name=args.name, overrides=args.overrides)
     return 0

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.hashing import sha256_bytes as _sha, sha256_file as _file_sha
 from ..utils.io import atomic_path, atomic_write_json
 from . import ground_truth as gt
 from .readers import DEFAULT_NAMES, Problem, Record, get_reader
@@ -165,40 +166,15 @@ def load_image(path: Path, points_rc: np.ndarray | None = None, declared_hw: tup
 
 
 def _to_rgb8(im, f: str, warnings: list[Problem]) -> np.ndarray:
-    from PIL import Image
+    """The one decoder (data.images, shared with predict); its notes become this file's warnings."""
+    from .images import UnsupportedImageError, to_rgb8
 
-    mode = im.mode
-    if mode == "RGB":
-        return np.asarray(im, dtype=np.uint8)
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        a = np.asarray(im).astype(np.float64)
-        hi = 65535.0 if (mode.startswith("I;16") or a.max(initial=0) > 255) else 255.0
-        if mode == "I" and (a.min(initial=0) < 0 or a.max(initial=0) > 65535):
-            raise ItemError(Problem(f, "unsupported_image", f"32-bit integer image with values outside 0..65535"))
-        g = np.clip(np.round(a * (255.0 / hi)), 0, 255).astype(np.uint8)
-        warnings.append(Problem(f, "image_mode", f"{'16' if hi > 255 else '8'}-bit grayscale ({mode}) scaled to 8 bit "
-                                                 "and replicated to RGB", "warning"))
-        return np.repeat(g[:, :, None], 3, axis=2)
-    if mode == "F":
-        raise ItemError(Problem(f, "unsupported_image", "floating-point image (mode F) is not a photograph"))
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        alpha = np.asarray(rgba)[:, :, 3]
-        if alpha.min() == 255:
-            warnings.append(Problem(f, "image_mode", f"{mode}: fully opaque alpha channel dropped", "warning"))
-            return np.asarray(rgba.convert("RGB"), dtype=np.uint8)
-        # transparent pixels are shown on a mid-grey screen in eye-tracking set-ups
-        bg = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
-        warnings.append(Problem(f, "image_mode", f"{mode}: transparent pixels ({(alpha < 255).mean():.1%}) "
-                                                 "composited over grey (128)", "warning"))
-        return np.asarray(Image.alpha_composite(bg, rgba).convert("RGB"), dtype=np.uint8)
-    if mode in ("L", "1"):
-        warnings.append(Problem(f, "image_mode", f"grayscale ({mode}) replicated to RGB", "warning"))
-    elif mode == "CMYK":
-        warnings.append(Problem(f, "image_mode", "CMYK converted to RGB (no colour profile applied)", "warning"))
-    elif mode != "P":
-        warnings.append(Problem(f, "image_mode", f"{mode} converted to RGB", "warning"))
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    try:
+        arr, notes = to_rgb8(im, strict=True)
+    except UnsupportedImageError as e:
+        raise ItemError(Problem(f, "unsupported_image", str(e))) from None
+    warnings.extend(Problem(f, kind, what, "warning") for kind, what in notes)
+    return arr
 
 
 def resize_rgb(arr: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
@@ -233,18 +209,6 @@ def _png_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr, "RGB").save(buf, format="PNG", compress_level=1)  # 3x faster, ~10% larger
     return buf.getvalue()
-
-
-def _sha(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
-
-
-def _file_sha(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _source_stamp(rec: Record) -> dict:
@@ -362,15 +326,10 @@ def _dataset_name(fmt: str, root: Path, meta: dict, name: str | None) -> str:
     return DEFAULT_NAMES.get(fmt) or safe_id(root.name.lower())
 
 
-def _resolve_source(source: str | os.PathLike, cache_dir: str | os.PathLike | None) -> Path:
+def _resolve_source(source: str | os.PathLike) -> Path:
     s = str(source)
-    if s.startswith("s3://"):
-        from ..tracking.storage import download_prefix  # lazy: only S3 sources need boto3
-
-        cache = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "salnas" / "sources"
-        dest = cache / re.sub(r"[^A-Za-z0-9_.-]", "_", s[len("s3://"):].strip("/"))
-        log.info("downloading %s to %s", s, dest)
-        return Path(download_prefix(s, dest))
+    if s.startswith("s3://"):  # local paths only: the ingest step downloads (salnas_core.steps.ingest)
+        raise ValueError(f"{s}: ingest reads local folders; download it first (`salnas ingest` does)")
     root = Path(s)
     if not root.exists():
         raise FileNotFoundError(f"{root}: dataset source not found")
@@ -395,12 +354,14 @@ def _cleanup(out: Path, keep: set[str]) -> int:
 def ingest(source: str | os.PathLike, fmt: str, out: str | os.PathLike, working_size: tuple[int, int] = (288, 384),
            limit: int | None = None, seed: int = 42, name: str | None = None, sigma: float | None = None,
            sigma_ref_size: tuple[int, int] | None = None, workers: int | None = None,
-           cache_dir: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
-    """Ingest `source` (folder or s3:// prefix) read as `fmt` into OUT/<dataset>/; returns the summary."""
+           progress: bool = True, source_label: str | None = None) -> dict[str, Any]:
+    """Ingest the local folder `source` read as `fmt` into OUT/<dataset>/; returns the summary.
+    `source_label`: what report and manifest record as the source (the s3:// prefix it came from)."""
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    root = _resolve_source(source, cache_dir)
+    root = _resolve_source(source)
+    source = source_label or source
     result = get_reader(fmt)(root)
     dataset = _dataset_name(fmt, root, result.meta, name)
     working_size = (int(working_size[0]), int(working_size[1]))

@@ -172,7 +172,7 @@ def efficiency_row(name: str, model: Any, model_path: str | Path | None = None,
     """All efficiency fields of one model on one device."""
     import torch
 
-    from salnas_core.search.latency import _prepare, device_name, time_call
+    from salnas_core.utils.timing import device_name, prepare, time_call
 
     params, macs = params_macs or count_params_macs(model, input_size)
     row: dict[str, Any] = {"model": name, "device": device, "device_name": device_name(device),
@@ -181,10 +181,10 @@ def efficiency_row(name: str, model: Any, model_path: str | Path | None = None,
                            "gmacs": macs / 1e9, "mparams": params / 1e6,
                            "size_mb_fp32": size_on_disk_mb(model, "fp32"), "size_mb_fp16": size_on_disk_mb(model, "fp16")}
     h, w = int(input_size[0]), int(input_size[1])
-    m1, x1 = _prepare(model, torch.randn(1, 3, h, w), device, channels_last)
+    m1, x1 = prepare(model, torch.randn(1, 3, h, w), device, channels_last)
     with torch.inference_mode():
         row["latency_ms_b1"] = time_call(lambda: m1(x1), device, warmup, repeats)
-        mb, xb = _prepare(model, torch.randn(batch_throughput, 3, h, w), device, channels_last)
+        mb, xb = prepare(model, torch.randn(batch_throughput, 3, h, w), device, channels_last)
         for _ in range(warmup):
             mb(xb)
         if device.startswith("cuda"):

@@ -13,31 +13,19 @@ import copy
 import json
 import logging
 import os
-import platform
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from salnas_core.utils.root import work_root
+from salnas_core.utils.timing import device_name, prepare, time_call
+
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE = Path(os.environ.get("SALNAS_CACHE", Path(__file__).resolve().parents[2] / ".cache")) / "latency"
 
+def default_cache() -> Path:
+    """$SALNAS_CACHE/latency, else <working root>/.cache/latency (never the installed package's folder)."""
+    return Path(os.environ.get("SALNAS_CACHE") or work_root() / ".cache") / "latency"
 
-def device_name(device: str = "cpu") -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name} x{torch.get_num_threads()} threads"
 
 
 def table_key(device: str, input_size: Sequence[int], batch: int = 1) -> str:
@@ -46,46 +34,13 @@ def table_key(device: str, input_size: Sequence[int], batch: int = 1) -> str:
     return f"{device_name(device)}|torch {torch.__version__}|{input_size[0]}x{input_size[1]}|batch {batch}"
 
 
-def _sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _prepare(model: Any, x: Any, device: str, channels_last: bool) -> tuple[Any, Any]:
-    import torch
-
-    model = model.to(device).eval()
-    x = x.to(device)
-    if channels_last and x.dim() == 4:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    return model, x
-
-
-def time_call(fn: Any, device: str = "cpu", warmup: int = 2, repeats: int = 5, min_time_s: float = 0.0) -> float:
-    """Median wall time of fn() in milliseconds (after warm-up; at least `repeats` runs)."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats or (time.perf_counter() - start) < min_time_s:
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def measure_latency(model: Any, input_size: Sequence[int] = (288, 384), batch: int = 1, device: str = "cpu",
                     warmup: int = 2, repeats: int = 5, channels_last: bool = True) -> float:
     """Median forward time (ms) of `model` on a random batch, inference mode."""
     import torch
 
     x = torch.randn(batch, 3, int(input_size[0]), int(input_size[1]))
-    model, x = _prepare(model, x, device, channels_last)
+    model, x = prepare(model, x, device, channels_last)
     with torch.inference_mode():
         return time_call(lambda: model(x), device, warmup, repeats)
 
@@ -124,7 +79,7 @@ class LatencyTable:
         self.warmup, self.repeats, self.channels_last = warmup, repeats, channels_last
         self.key = table_key(device, self.input_size, batch)
         slug = "".join(ch if ch.isalnum() else "_" for ch in self.key).strip("_")
-        self.path = Path(cache_dir or DEFAULT_CACHE) / f"{slug[:150]}.json"
+        self.path = Path(cache_dir or default_cache()) / f"{slug[:150]}.json"
         self.ops: dict[str, float] = {}
         self.calibration: dict[str, float] = {"a": 1.0, "b": 0.0, "n": 0}
         self.measured = 0  # operators timed in this process (0 on a warm cache)
@@ -146,7 +101,7 @@ class LatencyTable:
     def _time_op(self, mod: Any, shape: tuple[int, ...]) -> float:
         import torch
 
-        m, x = _prepare(copy.deepcopy(mod), torch.randn(shape), self.device, self.channels_last)
+        m, x = prepare(copy.deepcopy(mod), torch.randn(shape), self.device, self.channels_last)
         with torch.inference_mode():
             return time_call(lambda: m(x), self.device, self.warmup, self.repeats)
 

@@ -25,29 +25,18 @@ def encode(config: Config) -> np.ndarray:
     return np.asarray(vals, dtype=np.float64)
 
 
-def rankdata(x: Sequence[float]) -> np.ndarray:
-    """Average ranks (ties share the mean rank), as scipy.stats.rankdata."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = np.arange(1, len(x) + 1)
-    for v in np.unique(x):  # ties: mean rank
-        m = x == v
-        if m.sum() > 1:
-            ranks[m] = ranks[m].mean()
-    return ranks
-
-
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation; NaN when fewer than 3 pairs or a constant side."""
+    """Spearman rank correlation (scipy.stats.spearmanr); NaN when fewer than 3 pairs or a constant side."""
+    from scipy.stats import spearmanr
+
     if len(a) != len(b):
         raise ValueError(f"spearman: lengths differ ({len(a)} vs {len(b)})")
     if len(a) < 3:
         return float("nan")
-    ra, rb = rankdata(a), rankdata(b)
-    if ra.std() == 0 or rb.std() == 0:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:  # constant input: scipy would warn and return NaN
         return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(spearmanr(a, b).statistic)
 
 
 class _Base:
@@ -187,5 +176,5 @@ def online_rank_correlation(candidates: Sequence[dict]) -> dict[str, float]:
     return {"spearman": spearman(a, b), "n": len(pairs)}
 
 
-__all__ = ["encode", "spearman", "rankdata", "RidgePredictor", "MLPPredictor", "PREDICTORS",
+__all__ = ["encode", "spearman", "RidgePredictor", "MLPPredictor", "PREDICTORS",
            "create_predictor", "held_out_rank_correlation", "online_rank_correlation"]

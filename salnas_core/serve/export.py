@@ -271,8 +271,9 @@ def run_cli(args: Any) -> int:
     import sys
 
     from salnas_core.serve.models import ModelNotFoundError
+    from salnas_core.utils.logs import setup_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         s = run(args.model, args.out, args.fmt, tolerance=args.tolerance)
     except (ModelNotFoundError, ValueError, RuntimeError) as e:

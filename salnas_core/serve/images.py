@@ -85,28 +85,11 @@ def collect_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[InputItem]
 
 
 def _to_rgb8(img: Any) -> np.ndarray:
-    """A PIL image in any mode -> uint8 (H, W, 3), alpha composited over white."""
-    from PIL import Image
+    """A PIL image in any mode -> uint8 (H, W, 3): the one decoder ingest uses too (data.images),
+    alpha composited over its grey, so predict sees what training saw."""
+    from salnas_core.data.images import to_rgb8
 
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # 16/32-bit grey: PIL's convert("L") clips at 255 instead of scaling, so scale here.
-        a = np.asarray(img, dtype=np.float64)
-        if mode.startswith("I;16"):
-            hi = 65535.0
-        else:  # "I"/"F" have no fixed range (16-bit PNGs often open as "I"): use the data's
-            hi = 65535.0 if a.max(initial=0) > 255 else 255.0
-            a = np.clip(a, 0, None)
-        g = np.clip(np.rint(a * (255.0 / hi)), 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=2)
-    if mode == "P":
-        img = img.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "La", "RGBa", "PA"):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img)
-    return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy (torch.from_numpy wants one)
+    return to_rgb8(img)[0]
 
 
 def load_image(source: Any) -> np.ndarray:
@@ -161,9 +144,10 @@ def _array_to_rgb8(a: np.ndarray) -> np.ndarray:
         f = a.astype(np.float32)
     else:
         raise ImageReadError(f"array of dtype {a.dtype}: not an image type")
-    if f.shape[2] == 4:  # composite over white, like files with alpha
-        alpha = f[..., 3:4] / 255.0
-        f = f[..., :3] * alpha + 255.0 * (1.0 - alpha)
+    if f.shape[2] == 4:  # composite over the decoder's grey, like files with alpha
+        from salnas_core.data.images import composite_rgba_array
+
+        f = composite_rgba_array(f)
     elif f.shape[2] == 1:
         f = np.repeat(f, 3, axis=2)
     return np.clip(np.rint(f), 0, 255).astype(np.uint8)

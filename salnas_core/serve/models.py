@@ -15,7 +15,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WORKING_SIZE = (288, 384)  # H, W: the paper's input size, params.yaml ingest.working_size
 DEFAULT_MODEL_NAME = "salnas"
 
@@ -106,29 +105,20 @@ def load_model_file(path: str | os.PathLike, source: str | None = None) -> Loade
 
 
 def _model_file_in(folder: Path) -> Path | None:
-    direct = folder / "model.pt"
-    if direct.is_file():
-        return direct
-    found = sorted(folder.rglob("model.pt"))
-    if len(found) == 1:
-        return found[0]
-    if len(found) > 1:
-        raise ModelNotFoundError(f"{folder}: holds several model.pt files ({', '.join(map(str, found[:5]))}); name one")
-    return None
+    """The one model.pt in a folder (salnas_core.utils.models), as a ModelNotFoundError when ambiguous."""
+    from salnas_core.utils.models import AmbiguousModelError, model_file_in
+
+    try:
+        return model_file_in(folder)
+    except AmbiguousModelError as e:
+        raise ModelNotFoundError(str(e)) from None
 
 
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI, else the embedded sqlite store at <repo>/mlflow.db."""
-    try:
-        from salnas_core.tracking import mlflow_utils
+    """The registry the champion is read from: salnas_core.tracking.mlflow_utils.tracking_uri."""
+    from salnas_core.tracking import mlflow_utils
 
-        for name in ("tracking_uri", "get_tracking_uri", "default_tracking_uri"):
-            fn = getattr(mlflow_utils, name, None)
-            if callable(fn):
-                return str(fn())
-    except ImportError:
-        pass
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+    return mlflow_utils.tracking_uri()
 
 
 def load_registry_model(uri: str) -> LoadedModel:
@@ -153,19 +143,22 @@ def load_registry_model(uri: str) -> LoadedModel:
         return load_model_file(path, source=uri)
 
 
-def resolve_model(spec: Any = None, *, runs_dir: str | os.PathLike | None = None) -> LoadedModel:
+def resolve_model(spec: Any = None, *, runs_dir: str | os.PathLike | None = None,
+                  model_name: str | None = None) -> LoadedModel:
     """A LoadedModel from what a user typed (or an nn.Module / LoadedModel as is).
 
-    spec: None -> the `champion` alias in the local registry; `models:/...` or `runs:/...`;
-    a path to a model file or a run folder holding `model.pt`; a variant name (`S`) looked up
-    as `runs/distill/<name>/model.pt` under the current folder, then the repository.
+    spec: None -> the `champion` alias of `model_name` (default $SALNAS_MODEL_NAME, else
+    `salnas`) in the registry; `models:/...` or `runs:/...`; a path to a model file or a run
+    folder holding `model.pt`; a variant name (`S`) looked up as `<runs>/distill/<name>/model.pt`,
+    runs = `runs_dir`, else <working root>/runs ($SALNAS_ROOT, else the current folder).
+    serve reads no params.yaml: whoever knows another registered name passes it.
     """
     if isinstance(spec, LoadedModel):
         return spec
     if spec is not None and hasattr(spec, "forward") and callable(spec):
         return describe(spec, source=type(spec).__name__)
     if spec is None:
-        return load_registry_model(f"models:/{_registered_name()}@champion")
+        return load_registry_model(f"models:/{registered_name(model_name)}@champion")
     text = os.fspath(spec)
     if text.startswith(("models:/", "runs:/")):
         return load_registry_model(text)
@@ -179,20 +172,17 @@ def resolve_model(spec: Any = None, *, runs_dir: str | os.PathLike | None = None
         return load_model_file(found)
     tried = [str(path)]
     if "/" not in text and "\\" not in text:  # a variant name
-        bases = [Path(runs_dir)] if runs_dir else [Path.cwd() / "runs", REPO_ROOT / "runs"]
-        for base in dict.fromkeys(bases):
-            cand = base / "distill" / text / "model.pt"
-            tried.append(str(cand))
-            if cand.is_file():
-                return load_model_file(cand, source=f"{text} ({cand})")
+        from salnas_core.utils.models import named_variant
+        from salnas_core.utils.root import work_root
+
+        cand = named_variant(Path(runs_dir) if runs_dir else work_root() / "runs", text)
+        tried.append(str(cand))
+        if cand.is_file():
+            return load_model_file(cand, source=f"{text} ({cand})")
     raise ModelNotFoundError(f"model {text!r} not found; tried: {', '.join(tried)} "
                              "(give a models:/ URI, a model.pt, a run folder or a variant name)")
 
 
-def _registered_name() -> str:
-    try:
-        from salnas_core.utils.params import step_params
-
-        return str(step_params("register").get("model_name") or DEFAULT_MODEL_NAME)
-    except (FileNotFoundError, ValueError):
-        return DEFAULT_MODEL_NAME
+def registered_name(name: str | None = None) -> str:
+    """The registered model name: `name`, else $SALNAS_MODEL_NAME, else `salnas`."""
+    return str(name or os.environ.get("SALNAS_MODEL_NAME") or DEFAULT_MODEL_NAME)

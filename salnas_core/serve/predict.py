@@ -354,12 +354,13 @@ def run_cli(args: Any) -> int:
     import sys
 
     from salnas_core.serve.models import ModelNotFoundError
+    from salnas_core.utils.logs import setup_logging, show_progress
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         summary = run(args.inputs, args.out, args.model, npy=args.npy, overlay_maps=args.overlay,
                       batch_size=args.batch_size, device=args.device, fit=args.fit,
-                      skip_existing=args.skip_existing, cmap=args.cmap)
+                      skip_existing=args.skip_existing, cmap=args.cmap, progress=show_progress())
     except (ModelNotFoundError, ValueError, RuntimeError) as e:
         print(f"salnas predict: error: {e}", file=sys.stderr)
         return 2

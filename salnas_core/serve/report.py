@@ -278,8 +278,9 @@ def discover_models(search_dir: Path | None) -> dict[str, Path]:
     """Distilled variants next to the search folder: <runs>/distill/<name>/model.pt."""
     if search_dir is None:
         return {}
-    root = search_dir.parent / "distill"
-    return {p.parent.name: p for p in sorted(root.glob("*/model.pt"))} if root.is_dir() else {}
+    from salnas_core.utils.models import variant_models
+
+    return variant_models(search_dir.parent / "distill")
 
 
 def samples_html(data: Path, models: dict[str, Any], n: int, notes: list[str], device: str = "auto") -> str:
@@ -417,7 +418,6 @@ def add_arguments(parser: Any) -> None:
 def run_cli(args: Any) -> int:
     import sys
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     data = args.data
     if data is None and args.samples_on:
         data = default_sample_data(args.evaluate)

@@ -8,19 +8,14 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from salnas_core.utils.hashing import sha256_file as file_sha256  # noqa: F401  (the one sha256 helper)
+from salnas_core.utils.models import supernet_file  # noqa: F401  (the one model discovery)
+
 log = logging.getLogger(__name__)
 
 
 def params_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def find_dataset(data: str | Path) -> Path:
@@ -32,17 +27,6 @@ def find_dataset(data: str | Path) -> Path:
         raise ValueError(f"{data}: holds {len(dirs)} ingested datasets ({', '.join(d.name for d in dirs)}); "
                          "pass one of them")
     return dirs[0]
-
-
-def supernet_file(path: str | Path) -> Path:
-    """RUN_DIR/supernet.pt (final), else RUN_DIR/best.pt, or the file itself."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    for name in ("supernet.pt", "best.pt"):
-        if (path / name).is_file():
-            return path / name
-    raise FileNotFoundError(f"{path}: no supernet.pt or best.pt (run `salnas train-supernet --out {path}`)")
 
 
 @contextlib.contextmanager

@@ -19,10 +19,12 @@ log = logging.getLogger(__name__)
 
 def find_models(models_dir: Path, variant: str | None = None, extracted: bool = True) -> dict[str, dict[str, Any]]:
     """name -> {"path", "variant", "distilled"} for DISTILL_DIR/<variant>/{model,extracted}.pt."""
-    if (models_dir / "model.pt").is_file():  # a single variant folder
+    from salnas_core.utils.models import MODEL_FILE, variant_models
+
+    if (models_dir / MODEL_FILE).is_file():  # a single variant folder
         dirs = [models_dir]
     else:
-        dirs = sorted(d for d in models_dir.iterdir() if (d / "model.pt").is_file()) if models_dir.is_dir() else []
+        dirs = [p.parent for p in variant_models(models_dir).values()]
     if variant:
         dirs = [d for d in dirs if d.name == variant]
     if not dirs:
@@ -30,7 +32,7 @@ def find_models(models_dir: Path, variant: str | None = None, extracted: bool = 
                                 + (f" for variant {variant!r}" if variant else "") + " (run `salnas distill`)")
     out: dict[str, dict[str, Any]] = {}
     for d in dirs:
-        out[d.name] = {"path": d / "model.pt", "variant": d.name, "distilled": True}
+        out[d.name] = {"path": d / MODEL_FILE, "variant": d.name, "distilled": True}
         if extracted and (d / "extracted.pt").is_file():
             out[f"{d.name} (extracted)"] = {"path": d / "extracted.pt", "variant": d.name, "distilled": False}
     return out

@@ -1,7 +1,13 @@
-"""Step `salnas ingest`: read, validate and preprocess a saliency dataset (logic in salnas_core.data.ingest)."""
+"""Step `salnas ingest`: read, validate and preprocess a saliency dataset (logic in salnas_core.data.ingest).
+
+An s3:// source is downloaded here, by the step (data/ingest reads local folders only)."""
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
+from pathlib import Path
 from typing import Any
 
 
@@ -13,12 +19,28 @@ def run(source: str, fmt: str, out: str, *, limit: int | None = None, name: str 
     from ..utils.params import step_params
 
     p = step_params("ingest", preset, params_path, overrides)
+    local = fetch_source(source, p.get("cache_dir"))
     working_size = tuple(working_size or p.get("working_size") or (288, 384))
     limit = limit or p.get("limit") or None
     sigma = p.get("sigma_px")
-    return ingest(source, fmt, out, working_size=working_size, limit=limit, seed=int(p.get("seed", 42)), name=name,
+    return ingest(local, fmt, out, working_size=working_size, limit=limit, seed=int(p.get("seed", 42)), name=name,
                   sigma=sigma, sigma_ref_size=working_size if sigma is not None else None, workers=p.get("workers"),
-                  cache_dir=p.get("cache_dir"), progress=progress)
+                  progress=progress, source_label=str(source))
+
+
+def fetch_source(source: str, cache_dir: str | os.PathLike | None = None) -> str:
+    """A local folder for `source`: an s3:// prefix is downloaded (resumably, checked by sha256)
+    into CACHE_DIR/<bucket_prefix> (default ~/.cache/salnas/sources); a path is returned as is.
+    The step does the download so that data/ingest stays local-only (no boto3 below steps/)."""
+    s = str(source)
+    if not s.startswith("s3://"):
+        return s
+    from ..tracking.storage import download_prefix
+
+    cache = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "salnas" / "sources"
+    dest = cache / re.sub(r"[^A-Za-z0-9_.-]", "_", s[len("s3://"):].strip("/"))
+    logging.getLogger(__name__).info("downloading %s to %s", s, dest)
+    return str(download_prefix(s, dest))
 
 
 def summarize(summary: dict[str, Any]) -> str:

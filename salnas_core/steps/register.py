@@ -15,7 +15,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-def data_version(data: str | os.PathLike | None, repo: str | os.PathLike = ".") -> str:
+def data_version(data: str | os.PathLike | None, repo: str | os.PathLike | None = None) -> str:
     """`dvc:<md5 of the raw snapshot (dvc.lock, stage snapshot)>` and `manifest:<ingest version>`,
     what is known."""
     import yaml
@@ -23,7 +23,9 @@ def data_version(data: str | os.PathLike | None, repo: str | os.PathLike = ".") 
     from salnas_core.utils.io import read_json
 
     parts = []
-    lock = Path(repo) / "dvc.lock"
+    from salnas_core.utils.root import work_root
+
+    lock = work_root(repo) / "dvc.lock"
     if lock.exists():
         snap = ((yaml.safe_load(lock.read_text()) or {}).get("stages") or {}).get("snapshot") or {}
         outs = snap.get("outs") or []
@@ -49,21 +51,25 @@ def _arch(model_path: Path) -> tuple[dict, dict]:
 
 def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.PathLike, *,
         data: str | os.PathLike | None = None, name: str | None = None, params_path: str | None = None,
-        preset: str | None = None, overrides: dict | None = None, repo: str | os.PathLike = ".") -> dict[str, Any]:
+        preset: str | None = None, overrides: dict | None = None,
+        repo: str | os.PathLike | None = None) -> dict[str, Any]:
     """Register the best variant and apply the champion gate; returns what registered.json holds."""
     from salnas_core import artifacts
     from salnas_core.tracking import mlflow_utils as mu
+    from salnas_core.serve import pyfunc_model
+    from salnas_core.utils.models import variant_models
     from salnas_core.utils.params import step_params
 
     params = step_params("register", preset, params_path, overrides)
     name = name or params.get("model_name") or mu.DEFAULT_MODEL_NAME
     models = Path(models)
-    variants = sorted(p.parent.name for p in models.glob("*/model.pt"))
+    found = variant_models(models)
+    variants = sorted(found)
     if not variants:
         raise FileNotFoundError(f"{models}: no distilled models (<variant>/model.pt)")
     metrics_file = Path(evaluate) / artifacts.EVALUATION
     variant, row = artifacts.best_variant(artifacts.evaluation_rows(evaluate), variants, str(metrics_file))
-    model_path = models / variant / "model.pt"
+    model_path = found[variant]
     config, meta = _arch(model_path)
     metrics = {k: float(v) for k, v in row.items()
                if k not in ("score", "n", "blur", "cross") and isinstance(v, (int, float))}
@@ -73,7 +79,7 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
     with mu.start_run("register", params={"model_name": name, "variant": variant, "evaluate": str(evaluate)}) as r:
         if r is None:
             raise RuntimeError("register: tracking is off (SALNAS_TRACKING); the registry needs MLflow")
-        reg = mu.register_model(model_path, name=name, score=score, metrics=metrics, data_version=version,
+        reg = mu.register_model(model_path, python_model=pyfunc_model.__file__, name=name, score=score, metrics=metrics, data_version=version,
                                 arch_config=config,
                                 extra_tags={"salnas.variant": variant, "salnas.dataset": str(row.get("dataset", "")),
                                             "salnas.split": str(row.get("split", ""))})

@@ -111,7 +111,7 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
     from salnas_core.search.latency import DirectLatency, LatencyTable
     from salnas_core.search.pareto import choose_for_budget, pareto_front, plot_pareto
     from salnas_core.search.predictor import create_predictor, held_out_rank_correlation, online_rank_correlation
-    from salnas_core.search.scoring import validate
+    from salnas_core.metrics.scoring import validate
     from salnas_core.supernet import count_macs, count_params, recalibrate_bn
     from salnas_core.train.checkpoint import load_supernet
     from salnas_core.utils.io import atomic_write_json, read_json

@@ -25,8 +25,10 @@ SYNTHETIC = "synthetic"
 
 
 def shared_root() -> Path:
-    """Where the shared eye-tracking data lives: $SALNAS_SHARED_DATA, else ../shared/data."""
-    return Path(os.environ.get(SHARED_ENV) or Path.cwd().parent / "shared" / "data")
+    """Where the shared eye-tracking data lives: $SALNAS_SHARED_DATA, else ../shared/data beside the working root."""
+    from salnas_core.utils.root import work_root
+
+    return Path(os.environ.get(SHARED_ENV) or work_root().parent / "shared" / "data")
 
 
 def shared_source(dataset: str) -> Path | None:

@@ -362,7 +362,9 @@ def spec_from_args(args: argparse.Namespace) -> PyTorchJobSpec:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from salnas_core.utils.logs import setup_logging
+
+    setup_logging()
     try:
         spec = spec_from_args(args)
     except ValueError as e:

@@ -10,13 +10,16 @@ Steps that run as separate processes (dvc repro, Kubeflow) find their parent thr
 Registry: `register_model` logs a pyfunc model (images of any size in, saliency maps out) with a
 signature, an input example, the architecture config, metrics, the data version and the git commit
 as version tags and MLmodel metadata. The same model file registered twice gives the same version
-(tag `salnas.source_sha256`). The alias `champion` moves only through `promote_if_better`, the gate:
-a lower validation selection score than the current champion's.
+(tag `salnas.source_sha256`). The alias `champion` moves only through `promote_if_better`, by the
+one champion rule `beats_champion` (which the pipeline's gate step applies too): a lower validation
+selection score than the current champion's.
+
+The pyfunc wrapper lives in salnas_core.serve.pyfunc_model: the caller (the register step) passes
+its file, so tracking never imports serve (serve imports tracking: one direction, no loop).
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -30,7 +33,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EXPERIMENT = "salnas"
 DEFAULT_MODEL_NAME = "salnas"
 PARENT_ENV = "SALNAS_PARENT_RUN_ID"
@@ -43,8 +45,11 @@ Logger = Callable[..., None]
 # ----------------------------------------------------------------------------- configuration
 
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI, else the embedded sqlite store at <repo>/mlflow.db."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI, else the embedded sqlite store at <working root>/mlflow.db (the working
+    root: $SALNAS_ROOT, else the current folder; never the checkout the package came from)."""
+    from salnas_core.utils.root import work_root
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{work_root() / 'mlflow.db'}"
 
 
 def tracking_enabled() -> bool:
@@ -94,7 +99,9 @@ def git_commit(repo: str | os.PathLike | None = None) -> str:
     """HEAD of the repository (`-dirty` when tracked files changed); SALNAS_GIT_COMMIT in containers."""
     if os.environ.get("SALNAS_GIT_COMMIT"):
         return os.environ["SALNAS_GIT_COMMIT"]
-    repo = str(repo or REPO_ROOT)
+    from salnas_core.utils.root import work_root
+
+    repo = str(work_root(repo))
     try:
         head = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
@@ -216,14 +223,6 @@ def input_example(height: int = 60, width: int = 80, seed: int = 0) -> np.ndarra
 
 # ----------------------------------------------------------------------------- registry
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def find_version(name: str, source_sha256: str) -> Any | None:
     """The registered version of `name` made from the model file with this hash, if any."""
     import mlflow
@@ -238,12 +237,15 @@ def find_version(name: str, source_sha256: str) -> Any | None:
     return min(hits, key=lambda v: int(v.version)) if hits else None
 
 
-def register_model(model_path: str | os.PathLike, *, name: str = DEFAULT_MODEL_NAME, score: float,
+def register_model(model_path: str | os.PathLike, *, python_model: str | os.PathLike,
+                   name: str = DEFAULT_MODEL_NAME, score: float,
                    metrics: dict[str, float] | None = None, data_version: str | None = None,
                    arch_config: dict | None = None, git_commit_id: str | None = None,
                    extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Register a `save_model` file as a new version of `name` (or return the existing one).
 
+    python_model: the models-from-code file of the pyfunc wrapper
+    (`salnas_core.serve.pyfunc_model.__file__`).
     score: the validation selection score (lower is better) the champion gate compares.
     Logs into the active run (the register step's run) or a new `register` run. Returns
     {"name", "version", "uri", "source_sha256", "created": bool, "run_id"}.
@@ -252,7 +254,7 @@ def register_model(model_path: str | os.PathLike, *, name: str = DEFAULT_MODEL_N
     import mlflow.pyfunc
     from mlflow import MlflowClient
 
-    from salnas_core.tracking import pyfunc_model
+    from salnas_core.utils.hashing import sha256_file
 
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -280,7 +282,7 @@ def register_model(model_path: str | os.PathLike, *, name: str = DEFAULT_MODEL_N
         mlflow.log_dict(arch_config or {}, "arch_config.json")
         mlflow.set_tags({"salnas.data_version": meta["data_version"], TAG_HASH: digest})
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(Path(pyfunc_model.__file__).resolve()), artifacts={"model": str(model_path)},
+            name="model", python_model=str(Path(python_model).resolve()), artifacts={"model": str(model_path)},
             signature=model_signature(), input_example=input_example(), metadata=meta,
             pip_requirements=[f"mlflow=={mlflow.__version__}", "torch==2.13.0", f"numpy=={np.__version__}",
                               "pillow", "salnas"])
@@ -316,6 +318,13 @@ def version_score(name: str, version: int | str) -> float:
         raise ValueError(f"models:/{name}/{version}: no {TAG_SCORE} tag; it was not registered by salnas") from None
 
 
+def beats_champion(score: float, champion_score: float | None) -> bool:
+    """THE champion rule (the pipeline's gate and `promote_if_better` both apply it): a candidate
+    takes the alias only with a strictly lower validation selection score (lower is better); a tie
+    keeps the champion; with no champion (None) any finite score wins."""
+    return champion_score is None or float(score) < float(champion_score)
+
+
 def promote_if_better(name: str, version: int | str) -> dict[str, Any]:
     """The gate: move `champion` to `version` only if its validation score beats the champion's.
 
@@ -332,7 +341,7 @@ def promote_if_better(name: str, version: int | str) -> dict[str, Any]:
         out.update(previous=int(cur.version), previous_score=version_score(name, cur.version))
         if int(cur.version) == int(version):
             return {**out, "promoted": False, "reason": f"version {version} is already the champion"}
-        if not score < out["previous_score"]:
+        if not beats_champion(score, out["previous_score"]):
             return {**out, "promoted": False,
                     "reason": f"score {score:.4f} does not beat champion v{cur.version} "
                               f"({out['previous_score']:.4f}; lower is better)"}

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from typing import Any, Callable, TypeVar
 
 import shutil
 
+from salnas_core.utils.hashing import sha256_file
 from salnas_core.utils.io import atomic_path, replace_dir
 
 log = logging.getLogger(__name__)
@@ -109,14 +109,6 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int | None = None, ba
                         what, type(e).__name__, e, i + 1, attempts - 1, delay)
             sleep(delay)
     raise AssertionError("unreachable")
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 def _join(key: str, rel: str) -> str:

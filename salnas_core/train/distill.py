@@ -118,7 +118,7 @@ def distill(model: nn.Module, train_loader: Iterable[dict], val_loader: Iterable
     from tqdm import tqdm
 
     from salnas_core.metrics.losses import SalNASLoss
-    from salnas_core.search.scoring import validate
+    from salnas_core.metrics.scoring import validate
     from salnas_core.train.checkpoint import load_checkpoint, save_checkpoint
     from salnas_core.train.optim import build_optimizer, build_scheduler
 

@@ -1,7 +1,7 @@
 """The params file (params.yaml): one section per step, presets as overlays, one `--set` rule.
 
-- The file: `--params FILE`, else `$SALNAS_PARAMS`, else `./params.yaml` (the working
-  directory, like `dvc`; never the package's install location).
+- The file: `--params FILE`, else `$SALNAS_PARAMS`, else `params.yaml` in the working root
+  ($SALNAS_ROOT, else the current directory, like `dvc`; never the package's install location).
 - A section holds every key of its step with the value that runs: no hidden defaults.
 - A preset (salnas_core/steps/presets.yaml) is an overlay naming only the keys it changes.
 - Overrides (`--set a.b=1`, `dvc exp run -S step.a.b=1`): YAML values, dotted keys nest.
@@ -24,8 +24,10 @@ OPEN_MAPS = {("search", "budgets"), ("search", "constraints")}
 
 
 def params_file(path: str | os.PathLike | None = None) -> Path:
-    """The params file: `path`, else $SALNAS_PARAMS, else ./params.yaml."""
-    p = Path(path or os.environ.get(PARAMS_ENV) or "params.yaml")
+    """The params file: `path`, else $SALNAS_PARAMS, else <working root>/params.yaml."""
+    from .root import work_root
+
+    p = Path(path or os.environ.get(PARAMS_ENV) or work_root() / "params.yaml")
     if not p.is_file():
         how = "--params" if path else (PARAMS_ENV if os.environ.get(PARAMS_ENV) else "the working directory")
         raise UserError(f"{p.resolve()}: params file not found (from {how}); run in a SalNAS project folder "

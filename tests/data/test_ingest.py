@@ -145,7 +145,11 @@ def test_s3_source(s3_server, s3_prefix, tmp_path):
     src = generate(tmp_path / "src", n_images=3, seed=1)
     local = ingest(src, "shared_json", tmp_path / "local", working_size=SMALL, progress=False)
     upload_dir(src, s3_prefix)
-    remote = ingest(s3_prefix, "shared_json", tmp_path / "remote", working_size=SMALL, progress=False,
-                    cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="local folders"):  # data/ingest is local-only: the step downloads
+        ingest(s3_prefix, "shared_json", tmp_path / "remote", working_size=SMALL, progress=False)
+    from salnas_core.steps.ingest import fetch_source
+
+    remote = ingest(fetch_source(s3_prefix, tmp_path / "cache"), "shared_json", tmp_path / "remote",
+                    working_size=SMALL, progress=False, source_label=s3_prefix)
     assert remote["images"] == 3 and remote["version"] == local["version"]
     assert load_manifest(remote["out"])["source"] == s3_prefix

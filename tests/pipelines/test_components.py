@@ -107,7 +107,7 @@ def test_container_launcher_drops_unset_words(tmp_path):
 
 
 def test_returned_output_is_read_back_from_the_cli(tmp_path):
-    """The lightweight `variants` step returns what `salnas pipeline variants` wrote (the loop items)."""
+    """The lightweight `variants` step returns what `salnas variants` wrote (the loop items)."""
     from components.runtime import run_step
     from salnas_core.utils.io import atomic_write_json
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from salnas_core import cli
-from salnas_core.pipeline_cli import gate
+from salnas_core.steps.gate import run as gate
 from salnas_core.utils.io import atomic_write_json
 
 

@@ -21,7 +21,7 @@ def source(shared_data_dir, request):
 def test_kfp_local_pipeline_ends_with_a_champion_that_predicts(mlflow_tracking, source, tmp_path):
     from mlflow import MlflowClient
 
-    from salnas_core.pipeline_cli import run_local
+    from pipelines.cli import run_local
     from salnas_core.tracking import mlflow_utils as mu
 
     name = f"kfp-{os.environ['MLFLOW_EXPERIMENT_NAME']}"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,15 +87,16 @@ def test_registry_gate_idempotence_and_pyfunc(mlflow_tracking, model_files, s3_s
     from mlflow import MlflowClient
     from mlflow.models import Model
 
+    from salnas_core.serve import pyfunc_model
     from salnas_core.serve.predict import Predictor
 
     name = f"salnas-{os.environ['MLFLOW_EXPERIMENT_NAME']}"
     client = MlflowClient()
     cfg = {"space": "lite", "depth": [1]}
-    first = mu.register_model(model_files[0], name=name, score=2.0, metrics={"cc": 0.5, "kld": 1.1},
+    first = mu.register_model(model_files[0], python_model=pyfunc_model.__file__, name=name, score=2.0, metrics={"cc": 0.5, "kld": 1.1},
                               data_version="dvc:abc;manifest:osie@123", arch_config=cfg, git_commit_id="c0ffee")
     assert first["created"] and first["version"] == 1
-    again = mu.register_model(model_files[0], name=name, score=2.0, data_version="other")
+    again = mu.register_model(model_files[0], python_model=pyfunc_model.__file__, name=name, score=2.0, data_version="other")
     assert (again["created"], again["version"]) == (False, 1)
     assert len(client.search_model_versions(f"name = '{name}'")) == 1
 
@@ -112,7 +114,7 @@ def test_registry_gate_idempotence_and_pyfunc(mlflow_tracking, model_files, s3_s
     # the gate: the first version becomes champion, a worse one does not, a better one does
     assert mu.get_champion(name) is None
     assert mu.promote_if_better(name, 1)["promoted"]
-    worse = mu.register_model(model_files[1], name=name, score=2.5, data_version="d")
+    worse = mu.register_model(model_files[1], python_model=pyfunc_model.__file__, name=name, score=2.5, data_version="d")
     g = mu.promote_if_better(name, worse["version"])
     assert not g["promoted"] and g["previous"] == 1 and int(mu.get_champion(name).version) == 1
     client.set_model_version_tag(name, str(worse["version"]), mu.TAG_SCORE, "1.5")  # re-scored, now better
@@ -139,6 +141,8 @@ def test_register_step_picks_best_and_is_idempotent(mlflow_tracking, model_files
     from salnas_core.steps import register
     from salnas_core.utils.io import atomic_write_json
 
+    # the step reads params.yaml from the working root (here: this folder), never from the package's
+    shutil.copy(Path(__file__).resolve().parents[2] / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     for variant, src in (("S", model_files[0]), ("M", model_files[1])):
         (tmp_path / "distill" / variant).mkdir(parents=True)
@@ -181,3 +185,13 @@ def test_register_step_names_missing_inputs(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no distilled models"):
         register.run(tmp_path / "e", tmp_path / "d", tmp_path / "o")
+
+
+def test_one_champion_rule():
+    """The gate step and promote_if_better decide with this one function: strictly lower wins."""
+    from salnas_core.tracking.mlflow_utils import beats_champion
+
+    assert beats_champion(1.0, None) is True          # no champion yet
+    assert beats_champion(1.0, 1.5) is True
+    assert beats_champion(1.5, 1.5) is False          # a tie keeps the champion
+    assert beats_champion(2.0, 1.5) is False

@@ -1,104 +1,35 @@
-"""`salnas pipeline compile | run-local | submit | gate`: the Kubeflow door to the same steps.
+"""`salnas pipeline compile | run-local | submit`: the Kubeflow door to the same steps.
 
 - compile: the container-form pipeline to IR YAML (kfp-kubernetes settings from the flags);
 - run-local: the lightweight form through kfp.local's SubprocessRunner in this interpreter,
   under one MLflow parent run (the steps' runs nest under it through SALNAS_PARENT_RUN_ID);
-- submit: a compiled package to a Kubeflow Pipelines API server (kfp.Client);
-- gate: the pipeline's champion gate (a step of the DAG, run by its component).
+- submit: a compiled package to a Kubeflow Pipelines API server (kfp.Client); by default the file
+  `compile` writes.
 
-The DAG lives in pipelines/, the components in components/; this module only parses arguments.
+The DAG lives in pipelines/salnas_pipeline.py, the components in components/; this module only
+parses arguments. salnas_core never imports it: `salnas pipeline` is registered through the
+`salnas.commands` entry point (pyproject.toml), so the import arrows run pipelines -> salnas_core
+only (see docs/ARCHITECTURE.md).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import math
 import os
-import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PACKAGE = "pipelines/salnas.yaml"
-
-
-# --- the gate ------------------------------------------------------------------------------------
-
-def gate(models: list[str], evaluations: list[str], out: str, model_name: str | None = None) -> dict[str, Any]:
-    """Pick the best evaluated variant over the per-budget branches and compare its validation
-    selection score (lower is better) with the registered champion's.
-
-    `models[i]` is a distill output (holds <variant>/model.pt) and `evaluations[i]` the evaluate
-    output for it (metrics.json). Writes OUT/<variant>/ (the model folder), OUT/metrics.json and
-    OUT/gate.json, so `salnas register --models OUT --evaluate OUT` registers exactly this one.
-    """
-    from salnas_core.steps.register import pick_best
-    from salnas_core.tracking import mlflow_utils as mu
-    from salnas_core.utils.io import atomic_dir, atomic_write_json, read_json
-
-    if len(models) != len(evaluations) or not models:
-        raise ValueError(f"gate: need one evaluation per model, got {len(models)} models and "
-                         f"{len(evaluations)} evaluations")
-    best: tuple[float, str, Path, dict, dict] | None = None
-    seen = []
-    for m, e in zip(models, evaluations):
-        m, e = Path(m), Path(e)
-        variants = sorted(p.parent.name for p in m.glob("*/model.pt"))
-        if not variants:
-            raise FileNotFoundError(f"{m}: no distilled model (<variant>/model.pt)")
-        metrics = read_json(e / "metrics.json")
-        variant, row = pick_best(metrics, variants, str(e / "metrics.json"))
-        score = float(row["score"])
-        seen.append({"variant": variant, "score": score, "split": row.get("split")})
-        if best is None or score < best[0]:
-            best = (score, variant, m, row, metrics)
-    assert best is not None
-    score, variant, model_dir, row, metrics = best
-
-    name = model_name or mu.DEFAULT_MODEL_NAME
-    champ = mu.get_champion(name)
-    champ_score = mu.version_score(name, champ.version) if champ is not None else math.inf
-    beats = score < champ_score  # a tie keeps the champion, as promote_if_better does
-    decision = {"candidate": variant, "candidate_score": score, "split": row.get("split"),
-                "champion_version": int(champ.version) if champ is not None else None,
-                "champion_score": None if champ is None else champ_score, "beats_champion": beats,
-                "model_name": name, "variants": seen}
-    with atomic_dir(out) as tmp:
-        shutil.copytree(model_dir / variant, tmp / variant)
-        atomic_write_json(tmp / "metrics.json", metrics)
-        atomic_write_json(tmp / "gate.json", decision)
-    log.info("gate: %s (score %.4f) %s the champion (%s)", variant, score,
-             "beats" if beats else "does not beat",
-             "none yet" if champ is None else f"v{champ.version}, {champ_score:.4f}")
-    return decision
-
-
-def found_variants(search: str, budgets: list[str] | None = None) -> list[str]:
-    """Names in SEARCH/variants.json, in the order of `budgets` (those the search could not meet are
-    left out with a warning); all of them when `budgets` is empty."""
-    from salnas_core.utils.io import read_json
-
-    path = Path(search) / "variants.json"
-    table = read_json(path)
-    if not isinstance(table, dict) or not table:
-        raise ValueError(f"{path}: no variants (the search met none of the budgets {budgets or ''})")
-    names = [b for b in budgets if b in table] if budgets else list(table)
-    missing = [b for b in budgets or [] if b not in table]
-    if missing:
-        log.warning("variants: budgets %s have no variant in %s (limits below the smallest subnet?)", missing, path)
-    if not names:
-        raise ValueError(f"{path}: none of the budgets {budgets} has a variant (have: {', '.join(table)})")
-    return names
+DEFAULT_PACKAGE = "build/salnas_pipeline.yaml"  # compile writes it, submit reads it
 
 
 # --- compile / run-local / submit ----------------------------------------------------------------
 
 def _k8s_settings(args: argparse.Namespace):
-    from pipelines.salnas_pipeline import K8sSettings
+    from .salnas_pipeline import K8sSettings
 
     s = K8sSettings(accelerator_type=args.accelerator_type, gpus=args.gpus, s3_secret=args.s3_secret,
                     s3_endpoint=args.s3_endpoint, mlflow_tracking_uri=args.mlflow_uri,
@@ -136,7 +67,7 @@ def run_local(source: str, fmt: str = "shared_json", preset: str = "tiny", limit
     """
     from kfp import local
 
-    from pipelines.salnas_pipeline import PIPELINE_NAME, build_pipeline
+    from .salnas_pipeline import PIPELINE_NAME, build_pipeline
     from salnas_core.tracking import mlflow_utils as mu
 
     root = Path(pipeline_root).resolve()
@@ -251,38 +182,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--param", type=_kv, action="append", default=[], metavar="NAME=VALUE",
                    help="pipeline argument (YAML value), e.g. --param budgets='[XL, S]'")
 
-    v = sub.add_parser("variants", help="(a pipeline step) the variants a search found, as a JSON list")
-    v.add_argument("--search", required=True, help="search output folder (variants.json)")
-    v.add_argument("--budgets", default=None, help="JSON/YAML list of the budgets asked for")
-    v.add_argument("--names-out", default=None, help="file to write the JSON list into (a KFP output)")
-
-    g = sub.add_parser("gate", help="(a pipeline step) best variant vs the registry's champion")
-    g.add_argument("--models", nargs="+", required=True, help="distill outputs, one per budget")
-    g.add_argument("--evaluations", nargs="+", required=True, help="evaluate outputs, same order")
-    g.add_argument("--out", required=True, help="candidate folder for `salnas register`")
-    g.add_argument("--model-name", default=None)
-    g.add_argument("--beats-out", default=None, help="file to write true/false into (a KFP output)")
-    g.add_argument("--score-out", default=None, help="file to write the candidate's score into")
-
 
 def run_cli(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cmd = args.pipeline_command
-    try:
+    try:  # user mistakes (salnas_core.errors.UserError, missing files) become one line in salnas_core.cli
         if cmd == "compile":
-            from pipelines.salnas_pipeline import compile_pipeline
+            from .salnas_pipeline import compile_pipeline
 
             path = compile_pipeline(args.out, image=args.image, k8s=_k8s_settings(args), defaults=_defaults(args))
             print(path)
         elif cmd == "run-local":
             d = _defaults(args)
             if "source" not in d:
-                from salnas_core.utils.params import DEFAULT_PARAMS
-
-                shared = DEFAULT_PARAMS.parent.parent / "shared" / "data" / "osie"
-                if not shared.exists():
-                    raise FileNotFoundError(f"--source not given and {shared} does not exist")
-                d["source"] = str(shared)
+                d["source"] = default_source(d.get("preset") or "tiny")
             res = run_local(pipeline_root=args.pipeline_root, cache=args.cache, **d)
             print(json.dumps(res, indent=1, default=str))
         elif cmd == "submit":
@@ -291,28 +203,28 @@ def run_cli(args: argparse.Namespace) -> int:
             arguments = {k: yaml.safe_load(v) for k, v in args.param}
             print(json.dumps(submit(args.host, args.package, arguments, args.run_name, args.experiment,
                                     args.namespace)))
-        elif cmd == "variants":
-            import yaml
+    except ConnectionError as e:
+        from salnas_core.errors import UserError
 
-            from salnas_core.utils.io import atomic_write_text
-
-            budgets = yaml.safe_load(args.budgets) if args.budgets else None
-            if budgets is not None and not isinstance(budgets, list):
-                raise ValueError(f"--budgets: expected a list like '[XL, M]', got {args.budgets!r}")
-            names = found_variants(args.search, budgets)
-            if args.names_out:
-                atomic_write_text(args.names_out, json.dumps(names))
-            print(json.dumps(names))
-        elif cmd == "gate":
-            from salnas_core.utils.io import atomic_write_text
-
-            d = gate(args.models, args.evaluations, args.out, args.model_name)
-            if args.beats_out:
-                atomic_write_text(args.beats_out, json.dumps(d["beats_champion"]))
-            if args.score_out:
-                atomic_write_text(args.score_out, json.dumps(d["candidate_score"]))
-            print(json.dumps(d, indent=1))
-    except (FileNotFoundError, ValueError, ConnectionError) as e:
-        print(f"salnas pipeline {cmd}: {e}", file=sys.stderr)
-        return 1
+        raise UserError(f"{getattr(args, 'host', '')}: {e}") from None
     return 0
+
+
+def default_source(preset: str) -> str:
+    """The shared OSIE data beside the working root, else a dataset generated into
+    .cache/kfp-sources/synthetic (as `salnas main` does), said loudly."""
+    from salnas_core.steps import snapshot
+    from salnas_core.utils.params import preset_overlay, step_params
+    from salnas_core.utils.root import work_root
+
+    src = snapshot.shared_source("osie")
+    if src is not None:
+        return str(src)
+    n = int((preset_overlay(preset).get("data") or {}).get("synthetic_images")
+            or step_params("data").get("synthetic_images") or 24)
+    dest = work_root() / ".cache" / "kfp-sources" / snapshot.SYNTHETIC
+    if not (dest / "fixations.json").is_file() or len(list((dest / "stimuli").glob("*"))) != n:
+        snapshot.generate(dest, n)
+    log.warning("%s not found: GENERATING a synthetic dataset (%d images) at %s instead of real eye-tracking data",
+                snapshot.shared_root() / "osie", n, dest)
+    return str(dest)

@@ -1,4 +1,6 @@
-"""Scoring a (sub)network: validation metrics and the model-selection score (lower is better)."""
+"""Scoring a (sub)network: validation metrics and the model-selection score (lower is better).
+
+Used by train (distill), search and the steps: it lives here, below them all."""
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -11,7 +13,7 @@ def validate(model: Any, loader: Iterable[dict], device: str = "cpu",
     """Mean metrics over the loader at its working size, plus `score` = selection_score."""
     import torch
 
-    from salnas_core.metrics import SaliencyMetrics, selection_score
+    from . import SaliencyMetrics, selection_score
 
     metric = SaliencyMetrics(names=names)
     model = model.to(device).eval()
