@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from salnas_core.errors import UserError
 from salnas_core.evaluate.baselines import CenterBias
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def _ground_truth(root: Path, man: dict, split: str, limit: int | None) -> list[
         if limit and len(out) >= limit:
             break
     if not out:
-        raise ValueError(f"{root / 'manifest.json'}: split {split!r} is empty")
+        raise UserError(f"{root / 'manifest.json'}: split {split!r} is empty")
     return out
 
 
@@ -131,7 +132,7 @@ def _predictions(model: Any, root: Path, gts: list[_GT], normalization: str, bat
         if batch:
             yield from flush()
     if done != len(want):
-        raise ValueError(f"{root}: {len(want) - done} manifest items of split {gts[0].item['split']!r} "
+        raise UserError(f"{root}: {len(want) - done} manifest items of split {gts[0].item['split']!r} "
                          "not yielded by the dataset")
 
 

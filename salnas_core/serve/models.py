@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from salnas_core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKING_SIZE = (288, 384)  # H, W: the paper's input size, params.yaml ingest.working_size
@@ -72,7 +74,7 @@ def describe(net: Any, source: str, working_size: tuple[int, int] | None = None,
     norm = (normalization or meta.get("normalization") or getattr(net, "normalization", None)
             or _space_normalization((config or {}).get("space") or meta.get("space")))
     if not norm:
-        raise ValueError(f"{source}: cannot tell which input normalisation the model expects "
+        raise UserError(f"{source}: cannot tell which input normalisation the model expects "
                          "(no 'normalization' in its meta and no known 'space' in its config)")
     size = working_size or meta.get("working_size") or meta.get("input_size")
     res = (config or {}).get("resolution")
@@ -96,7 +98,7 @@ def load_model_file(path: str | os.PathLike, source: str | None = None) -> Loade
     except FileNotFoundError:
         raise ModelNotFoundError(f"{path}: model file not found") from None
     except Exception as e:  # pickle/zip/key errors: say which file and why
-        raise ValueError(f"{path}: not a SalNAS model file ({type(e).__name__}: {e})") from e
+        raise UserError(f"{path}: not a SalNAS model file ({type(e).__name__}: {e})") from e
     if isinstance(net, tuple):  # load_model may return (model, meta)
         net, meta = net[0], (net[1] if len(net) > 1 else {})
         if isinstance(meta, dict) and not getattr(net, "meta", None):

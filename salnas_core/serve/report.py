@@ -20,6 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from salnas_core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("cc", "kld", "nss", "sim", "auc_judd", "sauc", "ig", "score")
@@ -332,7 +334,7 @@ def run(evaluate: str | os.PathLike | None, search: str | os.PathLike | None, ou
         if p is not None and not p.is_dir():
             raise ReportInputError(f"{p}: folder not found (it is written by `{step}`)")
     if ev is None and se is None:
-        raise ValueError("nothing to report: give --evaluate and/or --search")
+        raise UserError("nothing to report: give --evaluate and/or --search")
 
     sections, counts = [], {}
     if ev is not None:

@@ -1,6 +1,8 @@
 """Registry of search spaces (one file per space). `lite` is the default."""
 from __future__ import annotations
 
+from salnas_core.errors import UserError
+
 from .base import CONFIG_KEYS, SpaceSpec, StageSpec
 from .lite import LITE, LITE2_SPACE
 from .salnas import SALNAS
@@ -23,7 +25,7 @@ def get_space(name: str | SpaceSpec | None = None) -> SpaceSpec:
     try:
         return SPACES[name]
     except KeyError:
-        raise ValueError(f"unknown search space {name!r}; known: {sorted(SPACES)}") from None
+        raise UserError(f"unknown search space {name!r}; known: {sorted(SPACES)}") from None
 
 
 def list_spaces() -> list[str]:

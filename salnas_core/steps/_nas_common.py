@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from salnas_core.errors import UserError
 from salnas_core.utils.hashing import sha256_file as file_sha256  # noqa: F401  (the one sha256 helper)
 from salnas_core.utils.models import supernet_file  # noqa: F401  (the one model discovery)
 
@@ -24,7 +25,7 @@ def find_dataset(data: str | Path) -> Path:
 
     dirs = dataset_dirs(data)
     if len(dirs) != 1:
-        raise ValueError(f"{data}: holds {len(dirs)} ingested datasets ({', '.join(d.name for d in dirs)}); "
+        raise UserError(f"{data}: holds {len(dirs)} ingested datasets ({', '.join(d.name for d in dirs)}); "
                          "pass one of them")
     return dirs[0]
 

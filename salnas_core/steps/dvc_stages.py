@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from salnas_core.errors import UserError
 
 from .registry import get_step
 
-PACKAGE = Path(__file__).resolve().parents[1]        # salnas_core/ (to read imports; not a store)
+PACKAGE = Path(str(resources.files("salnas_core")))  # the package's own source, to read its imports
 
 # stage -> {run() keyword: workspace path}: where each step reads and writes in the DVC workspace
 STAGES: dict[str, dict[str, str]] = {

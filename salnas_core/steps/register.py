@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from salnas_core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 def data_version(data: str | os.PathLike | None, repo: str | os.PathLike | None = None) -> str:
@@ -45,7 +47,7 @@ def _arch(model_path: Path) -> tuple[dict, dict]:
 
     blob = torch.load(model_path, map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or "config" not in blob:
-        raise ValueError(f"{model_path}: not a save_model file (no 'config')")
+        raise UserError(f"{model_path}: not a save_model file (no 'config')")
     return dict(blob["config"]), dict(blob.get("meta") or {})
 
 
@@ -55,8 +57,8 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
         repo: str | os.PathLike | None = None) -> dict[str, Any]:
     """Register the best variant and apply the champion gate; returns what registered.json holds."""
     from salnas_core import artifacts
-    from salnas_core.tracking import mlflow_utils as mu
     from salnas_core.serve import pyfunc_model
+    from salnas_core.tracking import mlflow_utils as mu
     from salnas_core.utils.models import variant_models
     from salnas_core.utils.params import step_params
 

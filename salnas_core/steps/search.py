@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from salnas_core import artifacts
+from salnas_core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +108,32 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
     import torch
 
     from salnas_core.data.dataset import load_manifest, make_loader
-    from salnas_core.search.evolution import Constraints, EvolutionConfig, EvolutionSearch, config_key
+    from salnas_core.metrics.scoring import validate
+    from salnas_core.search.evolution import (
+        Constraints,
+        EvolutionConfig,
+        EvolutionSearch,
+        config_key,
+    )
     from salnas_core.search.latency import DirectLatency, LatencyTable
     from salnas_core.search.pareto import choose_for_budget, pareto_front, plot_pareto
-    from salnas_core.search.predictor import create_predictor, held_out_rank_correlation, online_rank_correlation
-    from salnas_core.metrics.scoring import validate
+    from salnas_core.search.predictor import (
+        create_predictor,
+        held_out_rank_correlation,
+        online_rank_correlation,
+    )
     from salnas_core.supernet import count_macs, count_params, recalibrate_bn
     from salnas_core.train.checkpoint import load_supernet
     from salnas_core.utils.io import atomic_write_json, read_json
     from salnas_core.utils.params import step_params
 
-    from ._nas_common import file_sha256, find_dataset, params_hash, supernet_file, tracking
+    from ._nas_common import (
+        file_sha256,
+        find_dataset,
+        params_hash,
+        supernet_file,
+        tracking,
+    )
 
     t_start = time.perf_counter()
     p = step_params("search", preset, params_path, overrides)
@@ -155,7 +171,7 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
     elif lat_p["mode"] == "measure":
         lat = DirectLatency(lat_dev, lat_size, 1, int(lat_p["warmup"]), int(lat_p["repeats"]))
     else:
-        raise ValueError(f"params search.latency.mode: {lat_p['mode']!r} (lut | measure)")
+        raise UserError(f"params search.latency.mode: {lat_p['mode']!r} (lut | measure)")
 
     def static(config: dict, weights: bool) -> torch.nn.Module:
         return net.build_from_config(config, preserve_weight=weights).eval()
@@ -198,7 +214,7 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
         if p.get("variants"):
             missing = [v for v in p["variants"] if v not in budgets]
             if missing:
-                raise ValueError(f"params search.variants: {missing} not in search.budgets ({sorted(budgets)})")
+                raise UserError(f"params search.variants: {missing} not in search.budgets ({sorted(budgets)})")
             budgets = {k: budgets[k] for k in p["variants"]}
         evo_cfg = EvolutionConfig(population=int(p["population"]), iterations=int(p["iterations"]),
                                   parents=int(p["parents"]), mutate_prob=float(p["mutate_prob"]),

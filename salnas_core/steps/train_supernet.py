@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from salnas_core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 STEP = "train_supernet"
@@ -42,7 +44,7 @@ def find_dataset(data: str | Path, name: str | None = None) -> Path:
         return found[0]
     if not found:
         raise FileNotFoundError(f"{data}: no manifest.json here or in a subfolder (not an ingested dataset)")
-    raise ValueError(f"{data}: holds several datasets ({', '.join(p.name for p in found)}); "
+    raise UserError(f"{data}: holds several datasets ({', '.join(p.name for p in found)}); "
                      f"pass one of them to --data or set train_supernet.dataset")
 
 
@@ -174,7 +176,7 @@ def build_datasets(root: Path, step: dict[str, Any], normalization: str, seed: i
     calib = SaliencyDataset(root, "train", normalization=normalization, augment=False, size=size)
     val = SaliencyDataset(root, "val", normalization=normalization, augment=False, size=size)
     if len(train) == 0 or len(val) == 0:
-        raise ValueError(f"{root}/manifest.json: need images in both train and val splits "
+        raise UserError(f"{root}/manifest.json: need images in both train and val splits "
                          f"(have train={len(train)}, val={len(val)})")
     limit = step.get("train_limit")
     if limit and limit < len(train):

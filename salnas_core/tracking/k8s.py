@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from salnas_core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"
@@ -77,12 +79,12 @@ class PyTorchJobSpec:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?", self.name):
-            raise ValueError(f"job name {self.name!r}: use lowercase letters, digits and '-', at most 53 "
+            raise UserError(f"job name {self.name!r}: use lowercase letters, digits and '-', at most 53 "
                              "characters (pod names get a suffix)")
         if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+            raise UserError(f"workers must be >= 1, got {self.workers}")
         if self.gpus_per_worker < 0:
-            raise ValueError(f"gpus per worker must be >= 0, got {self.gpus_per_worker}")
+            raise UserError(f"gpus per worker must be >= 0, got {self.gpus_per_worker}")
 
 
 def torchrun_command(spec: PyTorchJobSpec) -> list[str]:

@@ -31,6 +31,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from salnas_core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "salnas"
@@ -260,7 +262,7 @@ def register_model(model_path: str | os.PathLike, *, python_model: str | os.Path
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: model file to register not found")
     if not math.isfinite(float(score)):
-        raise ValueError(f"{model_path}: validation score {score!r} is not a finite number; not registering")
+        raise UserError(f"{model_path}: validation score {score!r} is not a finite number; not registering")
     configure()
     digest = sha256_file(model_path)
     found = find_version(name, digest)
@@ -315,7 +317,7 @@ def version_score(name: str, version: int | str) -> float:
     try:
         return float(mv.tags[TAG_SCORE])
     except (KeyError, ValueError):
-        raise ValueError(f"models:/{name}/{version}: no {TAG_SCORE} tag; it was not registered by salnas") from None
+        raise UserError(f"models:/{name}/{version}: no {TAG_SCORE} tag; it was not registered by salnas") from None
 
 
 def beats_champion(score: float, champion_score: float | None) -> bool:

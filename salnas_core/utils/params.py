@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import copy
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from salnas_core.errors import UserError
 
 PARAMS_ENV = "SALNAS_PARAMS"
-PRESETS_FILE = Path(__file__).resolve().parents[1] / "steps" / "presets.yaml"  # package data
+PRESETS_FILE = Path(str(resources.files("salnas_core.steps") / "presets.yaml"))  # package data
 # maps whose keys are names the user chooses: any key may be added under them
 OPEN_MAPS = {("search", "budgets"), ("search", "constraints")}
 
