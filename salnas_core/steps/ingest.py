@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 
-def run(source: str, fmt: str, out: str, *, limit: int | None = None, name: str | None = None,
+def run(source: str, fmt: str = "shared_json", out: str = "data/ingested", *, limit: int | None = None, name: str | None = None,
         working_size: tuple[int, int] | None = None, params_path: str | None = None, preset: str | None = None,
         overrides: dict | None = None, progress: bool = True) -> dict[str, Any]:
     """Ingest `source` into OUT/<dataset>/ with params.yaml `ingest:` (arguments given here win)."""

@@ -24,11 +24,16 @@ PRESETS_FILE = Path(str(resources.files("salnas_core.steps") / "presets.yaml")) 
 OPEN_MAPS = {("search", "budgets"), ("search", "constraints")}
 
 
-def params_file(path: str | os.PathLike | None = None) -> Path:
-    """The params file: `path`, else $SALNAS_PARAMS, else <working root>/params.yaml."""
+def default_params_path() -> Path:
+    """$SALNAS_PARAMS, else <working root>/params.yaml ($SALNAS_ROOT, else the current folder)."""
     from .root import work_root
 
-    p = Path(path or os.environ.get(PARAMS_ENV) or work_root() / "params.yaml")
+    return Path(os.environ.get(PARAMS_ENV) or work_root() / "params.yaml")
+
+
+def params_file(path: str | os.PathLike | None = None) -> Path:
+    """The params file that exists: `path`, else default_params_path()."""
+    p = Path(path) if path else default_params_path()
     if not p.is_file():
         how = "--params" if path else (PARAMS_ENV if os.environ.get(PARAMS_ENV) else "the working directory")
         raise UserError(f"{p.resolve()}: params file not found (from {how}); run in a SalNAS project folder "

@@ -39,10 +39,10 @@ def _branch(root, variant: str, score: float, model_file, tag: str = ""):
     m = root / f"distill-{variant}{tag}"
     model_file(m / variant / "model.pt")
     e = root / f"evaluate-{variant}{tag}"
-    atomic_write_json(e / "metrics.json", [
+    atomic_write_json(e / "metrics.json", {"rows": [
         {"dataset": "osie", "split": "val", "model": "centre_bias", "blur": False, "cross": False, "score": 0.5},
         {"dataset": "osie", "split": "val", "model": variant, "blur": False, "cross": False, "cc": 0.5, "score": score},
-    ])
+    ]})
     return str(m), str(e)
 
 
@@ -71,7 +71,7 @@ def test_gate_picks_the_best_branch_and_compares_with_the_champion(mlflow_tracki
     # ... a better one does, through the CLI with KFP-style output files.
     m, e = _branch(tmp_path, "XL", 1.5, model_file)
     beats, score = tmp_path / "out" / "beats", tmp_path / "out" / "score"
-    rc = cli.main(["pipeline", "gate", "--models", m, "--evaluations", e, "--out", str(tmp_path / "cand3"),
+    rc = cli.main(["gate", "--models", m, "--evaluations", e, "--out", str(tmp_path / "cand3"),
                    "--model-name", name, "--beats-out", str(beats), "--score-out", str(score)])
     assert rc == 0
     assert json.loads(beats.read_text()) is True and json.loads(score.read_text()) == 1.5
@@ -82,7 +82,8 @@ def test_gate_refuses_mismatched_or_empty_inputs(tmp_path, capsys):
     with pytest.raises(ValueError, match="one evaluation per model"):
         gate([str(tmp_path)], [], str(tmp_path / "c"))
     (tmp_path / "e").mkdir()
-    rc = cli.main(["pipeline", "gate", "--models", str(tmp_path / "e"), "--evaluations", str(tmp_path / "e"),
+    rc = cli.main(["gate", "--models", str(tmp_path / "e"), "--evaluations", str(tmp_path / "e"),
                    "--out", str(tmp_path / "c")])
-    assert rc == 1 and "no distilled model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "no distilled model" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()

@@ -153,10 +153,11 @@ def test_register_step_picks_best_and_is_idempotent(mlflow_tracking, model_files
         {"dataset": "osie", "split": "val", "model": "M", "blur": False, "cross": False, "cc": 0.4, "score": 2.4},
         {"dataset": "osie", "split": "val", "model": "M", "blur": True, "cross": False, "cc": 0.7, "score": 1.2},
     ]
-    atomic_write_json(tmp_path / "evaluate" / "metrics.json", rows)
+    atomic_write_json(tmp_path / "evaluate" / "metrics.json", {"rows": rows})
     ds = tmp_path / "ingested" / "osie"
     atomic_write_json(ds / "manifest.json", {"dataset": "osie", "version": "f" * 64})
-    (tmp_path / "data.dvc").write_text("outs:\n- md5: 0123abcd.dir\n  path: data/raw\n")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  snapshot:\n    cmd: salnas snapshot --out data/raw\n"
+                                       "    outs:\n    - path: data/raw\n      md5: 0123abcd.dir\n")
     name = f"salnas-{os.environ['MLFLOW_EXPERIMENT_NAME']}"
     s = register.run(tmp_path / "evaluate", tmp_path / "distill", tmp_path / "reg", data=ds, name=name)
     assert (s["variant"], s["score"], s["alias"], s["promoted"]) == ("S", 1.9, "champion", True)
@@ -168,16 +169,23 @@ def test_register_step_picks_best_and_is_idempotent(mlflow_tracking, model_files
     assert again["alias"] == "champion"
 
 
-@pytest.mark.parametrize("metrics,err", [
-    ([], "no finite selection score"),
-    ([{"model": "S", "score": float("nan")}], "no finite selection score"),
-    ({"rows": [{"model": "X", "score": 1.0}]}, "no finite selection score"),
-])
-def test_pick_best_rejects_unusable_metrics(metrics, err):
-    from salnas_core.steps.register import pick_best
+_ROW = {"dataset": "osie", "split": "val", "blur": False, "cross": False}
 
+
+@pytest.mark.parametrize("metrics,err", [
+    ({"rows": []}, "no finite selection score"),
+    ({"rows": [{**_ROW, "model": "S", "score": float("nan")}]}, "no finite selection score"),
+    ({"rows": [{**_ROW, "model": "X", "score": 1.0}]}, "no finite selection score"),
+    ([{**_ROW, "model": "S", "score": 1.0}], "not an evaluation"),           # one shape, no guessing
+    ({"rows": [{"model": "S", "score": 1.0}]}, "row 0 lacks dataset, split, blur, cross"),
+])
+def test_best_variant_rejects_unusable_metrics(metrics, err, tmp_path):
+    from salnas_core import artifacts
+    from salnas_core.utils.io import atomic_write_json
+
+    atomic_write_json(tmp_path / "metrics.json", metrics)
     with pytest.raises(ValueError, match=err):
-        pick_best(metrics, ["S"], "runs/evaluate/metrics.json")
+        artifacts.best_variant(artifacts.evaluation_rows(tmp_path), ["S"], "runs/evaluate/metrics.json")
 
 
 def test_register_step_names_missing_inputs(tmp_path):
