@@ -1,4 +1,4 @@
-"""Pieces shared by the search, distill and evaluate steps: tracking, params hashing, paths."""
+"""Pieces shared by the steps: the tracking context, params fingerprints, the ingested dataset."""
 from __future__ import annotations
 
 import contextlib
@@ -24,6 +24,9 @@ def find_dataset(data: str | Path) -> Path:
     from salnas_core.evaluate.tables import dataset_dirs
 
     dirs = dataset_dirs(data)
+    if not dirs:
+        raise FileNotFoundError(f"{data}: no manifest.json here or in a subfolder (not an ingested dataset; "
+                                "run `salnas ingest`)")
     if len(dirs) != 1:
         raise UserError(f"{data}: holds {len(dirs)} ingested datasets ({', '.join(d.name for d in dirs)}); "
                          "pass one of them")
@@ -31,25 +34,38 @@ def find_dataset(data: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def tracking(step: str, params: dict[str, Any], enabled: bool = True
+def tracking(step: str, params: dict[str, Any], enabled: bool = True, run_name: str | None = None,
+             also: Callable[..., None] | None = None
              ) -> Iterator[tuple[Callable[..., None], Callable[[str | Path], None]]]:
-    """(log(metrics, step), log_artifact(path)) bound to an MLflow child run, or no-ops."""
-    noop_log = lambda metrics, step=None: None  # noqa: E731
-    noop_art = lambda path: None  # noqa: E731
+    """(log(metrics, step), log_artifact(path)) bound to an MLflow child run, or no-ops when
+    tracking is off or absent; `also` (e.g. a JSONL file logger) receives every metric either way."""
+    def noop_log(metrics, step=None):
+        pass
+
+    def noop_art(path):
+        pass
+
+    base = also or noop_log
     if not enabled:
-        yield noop_log, noop_art
+        yield base, noop_art
         return
     try:
         from salnas_core.tracking import mlflow_utils
     except ImportError as e:  # tracking layer absent: the step still runs
         log.warning("MLflow tracking unavailable (%s)", e)
-        yield noop_log, noop_art
+        yield base, noop_art
         return
-    with mlflow_utils.start_run(step, params=params) as run:
-        if run is None:
-            yield noop_log, noop_art
+    with mlflow_utils.start_run(step, params=params, run_name=run_name) as run:
+        if run is None:  # tracking switched off (SALNAS_TRACKING=off)
+            yield base, noop_art
             return
         import mlflow
+
+        mlog = mlflow_utils.mlflow_logger(run)
+
+        def both(metrics: dict[str, float], step: int | None = None) -> None:
+            base(metrics, step)
+            mlog(metrics, step)
 
         def art(path: str | Path) -> None:
             p = Path(path)
@@ -58,4 +74,4 @@ def tracking(step: str, params: dict[str, Any], enabled: bool = True
             elif p.exists():
                 mlflow.log_artifact(str(p))
 
-        yield mlflow_utils.mlflow_logger(run), art
+        yield both, art

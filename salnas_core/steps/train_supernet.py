@@ -9,16 +9,14 @@ otherwise (or with `tracking: none`) metrics go to `log.jsonl` in the run folder
 """
 from __future__ import annotations
 
-import contextlib
 import csv
-import hashlib
 import io
 import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from salnas_core.errors import UserError
 
@@ -26,26 +24,8 @@ log = logging.getLogger(__name__)
 
 STEP = "train_supernet"
 # keys of the params section that configure the step itself; the rest is salnas_core.train.TrainConfig
-STEP_KEYS = ("space", "preset", "pretrained", "input_size", "resolutions", "threads", "train_limit", "augment", "device", "tracking",
-             "dataset")
-
-
-def find_dataset(data: str | Path, name: str | None = None) -> Path:
-    """The ingested dataset folder: `data` itself if it holds manifest.json, else its one (or named) child."""
-    data = Path(data)
-    if (data / "manifest.json").exists():
-        return data
-    if not data.is_dir():
-        raise FileNotFoundError(f"{data}: ingested data folder not found (run `salnas ingest` first)")
-    if name and (data / name / "manifest.json").exists():
-        return data / name
-    found = sorted(p.parent for p in data.glob("*/manifest.json"))
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise FileNotFoundError(f"{data}: no manifest.json here or in a subfolder (not an ingested dataset)")
-    raise UserError(f"{data}: holds several datasets ({', '.join(p.name for p in found)}); "
-                     f"pass one of them to --data or set train_supernet.dataset")
+STEP_KEYS = ("space", "preset", "pretrained", "input_size", "resolutions", "threads", "train_limit", "augment", "device",
+             "tracking")
 
 
 def resolve_params(preset: str | None = None, epochs: int | None = None, self_kd: bool | None = None,
@@ -70,11 +50,6 @@ def split_params(p: dict[str, Any]):
     return step, TrainConfig.from_dict({k: v for k, v in p.items() if k not in STEP_KEYS})
 
 
-def params_hash(p: dict[str, Any], data_version: str | None) -> str:
-    blob = json.dumps({"params": p, "data": data_version}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 class JsonlLogger:
     """Appends `{"step", "time", **metrics}` lines; the record that exists whatever the tracking."""
 
@@ -85,33 +60,6 @@ class JsonlLogger:
     def __call__(self, metrics: dict[str, float], step: int | None = None) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
-
-
-@contextlib.contextmanager
-def tracking(kind: str, run_name: str, params: dict[str, Any], jsonl: JsonlLogger
-             ) -> Iterator[tuple[Callable[[dict[str, float], int | None], None], Callable[[Path], None]]]:
-    """Yield (log, log_artifact): MLflow through mlflow_utils when asked and importable, JSONL always."""
-    if kind == "mlflow":
-        try:
-            from salnas_core.tracking import mlflow_utils
-        except ImportError as e:
-            log.warning("MLflow tracking unavailable (%s); metrics go to %s", e, jsonl.path)
-        else:
-            with mlflow_utils.start_run("train-supernet", params=params, run_name=run_name) as run:
-                if run is None:  # tracking switched off (SALNAS_TRACKING=off)
-                    yield jsonl, lambda p: None
-                    return
-                import mlflow
-
-                mlog = mlflow_utils.mlflow_logger(run)
-
-                def both(metrics: dict[str, float], step: int | None = None) -> None:
-                    jsonl(metrics, step)
-                    mlog(metrics, step)
-
-                yield both, lambda p: mlflow.log_artifact(str(p))
-                return
-    yield jsonl, lambda p: None
 
 
 def dvc_summary(summary: dict[str, Any]) -> dict[str, Any]:
@@ -198,9 +146,11 @@ def run(data: str | Path, out: str | Path, preset: str | None = None, epochs: in
     out = Path(out)
     p = resolve_params(preset, epochs, self_kd, space, overrides, params_path)
     step, cfg = split_params(p)
-    root = find_dataset(data, step.get("dataset"))
+    from ._nas_common import find_dataset, params_hash
+
+    root = find_dataset(data)
     manifest = read_json(root / "manifest.json")
-    phash = params_hash(p, manifest.get("version"))
+    phash = params_hash({"params": p, "data": manifest.get("version")})
 
     metrics_path = out / "metrics.json"
     if not force and not resume and metrics_path.exists() and (out / "supernet.pt").exists():
@@ -249,7 +199,10 @@ def _train(root: Path, out: Path, p: dict, step: dict, cfg, manifest: dict, phas
     kind = step.get("tracking", "mlflow") if is_main else "none"
     run_params = {**p, "data": str(root), "data_version": manifest.get("version"),
                   "world_size": dist_utils.world_size()}
-    with tracking(kind, f"train-supernet-{space_name}", run_params, jsonl) as (mlog, log_artifact):
+    from ._nas_common import tracking
+
+    with tracking("train-supernet", run_params, enabled=kind == "mlflow", run_name=f"train-supernet-{space_name}",
+                  also=jsonl) as (mlog, log_artifact):
         def log_all(metrics: dict[str, float], step_: int | None = None) -> None:
             mlog(metrics, step_)
             if logger is not None:
