@@ -98,7 +98,8 @@ def experiment_id(name: str | None = None) -> str:
 
 
 def git_commit(repo: str | os.PathLike | None = None) -> str:
-    """HEAD of the repository (`-dirty` when tracked files changed); SALNAS_GIT_COMMIT in containers."""
+    """HEAD of the repository (`-dirty` when tracked files changed; dvc.lock, which the running
+    `dvc repro` itself rewrites, does not count); SALNAS_GIT_COMMIT in containers."""
     if os.environ.get("SALNAS_GIT_COMMIT"):
         return os.environ["SALNAS_GIT_COMMIT"]
     from salnas_core.utils.root import work_root
@@ -107,7 +108,8 @@ def git_commit(repo: str | os.PathLike | None = None) -> str:
     try:
         head = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)dvc.lock"],
                                capture_output=True, text=True, timeout=20).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

@@ -203,3 +203,23 @@ def test_one_champion_rule():
     assert beats_champion(1.0, 1.5) is True
     assert beats_champion(1.5, 1.5) is False          # a tie keeps the champion
     assert beats_champion(2.0, 1.5) is False
+
+
+def test_git_commit_is_dirty_for_code_not_for_the_running_dvc_lock(tmp_path, monkeypatch):
+    """The main job's own `dvc repro` rewrites dvc.lock: the registered commit stays clean."""
+    import subprocess
+
+    from salnas_core.tracking.mlflow_utils import git_commit
+
+    monkeypatch.delenv("SALNAS_GIT_COMMIT", raising=False)
+    for f in ("a.py", "dvc.lock"):
+        (tmp_path / f).write_text("x\n")
+    git = ["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / "dvc.lock").write_text("y\n")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "a.py").write_text("y\n")
+    assert git_commit(tmp_path) == head + "-dirty"
