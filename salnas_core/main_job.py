@@ -83,7 +83,9 @@ def settings(preset: str, dataset: str | None, limit: int | None, params: dict[s
         check_keys(section, params.get(section) or {}, values, f"preset {preset!r}")
     sets = {f"{s}.{k}": v for s, values in overlay.items() for k, v in flatten(values)}
     want = dataset or params["data"]["dataset"]
-    if want in SHARED_DATASETS and shared_source(want) is None:
+    if want in SHARED_DATASETS and shared_source(want) is not None:
+        _say(f"data: real eye-tracking data from {shared_source(want)}")
+    elif want in SHARED_DATASETS:
         _say(f"{shared_root() / want} not found: GENERATING a synthetic dataset (objects with fixations drawn from a "
              f"known density) instead of real eye-tracking data")
         want = SYNTHETIC

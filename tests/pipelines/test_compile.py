@@ -163,10 +163,11 @@ def test_submit_without_a_server_says_so(ir, tmp_path, capsys):
     host = f"http://127.0.0.1:{_closed_port()}"
     rc = cli.main(["pipeline", "submit", "--host", host, "--package", str(package), "--param", "budgets=[S]"])
     err = capsys.readouterr().err
-    assert rc == 1
+    assert rc == 2 and len(err.strip().splitlines()) == 1  # a user mistake: one line, exit 2
     assert host in err and "submit failed" in err
 
 
 def test_submit_needs_a_compiled_package(tmp_path, capsys):
     rc = cli.main(["pipeline", "submit", "--host", "http://127.0.0.1:9", "--package", str(tmp_path / "none.yaml")])
-    assert rc == 1 and "salnas pipeline compile" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "salnas pipeline compile" in err and len(err.strip().splitlines()) == 1
