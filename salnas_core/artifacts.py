@@ -106,6 +106,16 @@ def best_variant(rows: list[dict[str, Any]], variants: list[str], source: str) -
     return str(best["model"]), best
 
 
+def protocol(row: dict[str, Any]) -> str:
+    """How a row's score was measured, as one comparable string: dataset, held-out split, number of
+    images, evaluation size (evaluate scores at each image's original size, MIT benchmark practice)
+    and blur. Scores under different protocols are not comparable (a tiny smoke run's 4 images vs the
+    main job's 100), so the champion rule compares only within one."""
+    n = row.get("n")
+    return (f"{row['dataset']}/{row['split']}/n={n if n is not None else '?'}/original-size/"
+            f"blur={'on' if row['blur'] else 'off'}")
+
+
 # ----------------------------------------------------------------------------- registered.json
 
 def read_registration(path: str | os.PathLike) -> dict[str, Any]:

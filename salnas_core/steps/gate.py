@@ -45,7 +45,7 @@ def run(models: list[str], evaluations: list[str], out: str, model_name: str | N
         metrics = artifacts.read_evaluation(e)
         variant, row = artifacts.best_variant(metrics["rows"], variants, str(e / artifacts.EVALUATION))
         score = float(row["score"])
-        seen.append({"variant": variant, "score": score, "split": row.get("split")})
+        seen.append({"variant": variant, "score": score, "split": row.get("split"), "protocol": artifacts.protocol(row)})
         if best is None or score < best[0]:
             best = (score, variant, m, row, metrics)
     assert best is not None
@@ -54,10 +54,12 @@ def run(models: list[str], evaluations: list[str], out: str, model_name: str | N
     name = model_name or mu.DEFAULT_MODEL_NAME
     champ = mu.get_champion(name)
     champ_score = mu.version_score(name, champ.version) if champ is not None else None
-    beats = mu.beats_champion(score, champ_score)
+    champ_protocol = mu.version_protocol(name, champ.version) if champ is not None else None
+    beats = mu.beats_champion(score, champ_score, artifacts.protocol(row), champ_protocol)
     decision = {"candidate": variant, "candidate_score": score, "split": row.get("split"),
                 "champion_version": int(champ.version) if champ is not None else None,
-                "champion_score": champ_score, "beats_champion": beats,
+                "champion_score": champ_score, "beats_champion": beats, "protocol": artifacts.protocol(row),
+                "champion_protocol": champ_protocol,
                 "model_name": name, "variants": seen}
     with atomic_dir(out) as tmp:
         shutil.copytree(model_dir / variant, tmp / variant)

@@ -84,7 +84,8 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
         reg = mu.register_model(model_path, python_model=pyfunc_model.__file__, name=name, score=score, metrics=metrics, data_version=version,
                                 arch_config=config,
                                 extra_tags={"salnas.variant": variant, "salnas.dataset": str(row.get("dataset", "")),
-                                            "salnas.split": str(row.get("split", ""))})
+                                            "salnas.split": str(row.get("split", "")),
+                                            mu.TAG_PROTOCOL: artifacts.protocol(row)})
         gate = mu.promote_if_better(name, reg["version"])
         import mlflow
 

@@ -41,6 +41,7 @@ PARENT_ENV = "SALNAS_PARENT_RUN_ID"
 CHAMPION = "champion"
 TAG_HASH = "salnas.source_sha256"
 TAG_SCORE = "salnas.val_score"
+TAG_PROTOCOL = "salnas.protocol"   # how the score was measured (dataset, split, images, size, blur)
 Logger = Callable[..., None]
 
 
@@ -322,11 +323,24 @@ def version_score(name: str, version: int | str) -> float:
         raise UserError(f"models:/{name}/{version}: no {TAG_SCORE} tag; it was not registered by salnas") from None
 
 
-def beats_champion(score: float, champion_score: float | None) -> bool:
+def beats_champion(score: float, champion_score: float | None, protocol: str | None = None,
+                   champion_protocol: str | None = None) -> bool:
     """THE champion rule (the pipeline's gate and `promote_if_better` both apply it): a candidate
-    takes the alias only with a strictly lower validation selection score (lower is better); a tie
+    takes the alias only with a strictly lower validation selection score (lower is better) measured
+    under the champion's protocol (scores under different protocols are not comparable); a tie
     keeps the champion; with no champion (None) any finite score wins."""
-    return champion_score is None or float(score) < float(champion_score)
+    if champion_score is None:
+        return True
+    if protocol is not None and champion_protocol is not None and protocol != champion_protocol:
+        return False
+    return float(score) < float(champion_score)
+
+
+def version_protocol(name: str, version: int | str) -> str | None:
+    """The evaluation protocol a version's score was measured under (None: registered before protocols)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_model_version(name, str(version)).tags.get(TAG_PROTOCOL)
 
 
 def promote_if_better(name: str, version: int | str) -> dict[str, Any]:
@@ -345,6 +359,11 @@ def promote_if_better(name: str, version: int | str) -> dict[str, Any]:
         out.update(previous=int(cur.version), previous_score=version_score(name, cur.version))
         if int(cur.version) == int(version):
             return {**out, "promoted": False, "reason": f"version {version} is already the champion"}
+        mine, theirs = version_protocol(name, version), version_protocol(name, cur.version)
+        if mine is not None and theirs is not None and mine != theirs:
+            return {**out, "promoted": False,
+                    "reason": f"measured under another protocol ({mine}) than champion v{cur.version} ({theirs}): "
+                              f"scores are not comparable; registered without the alias"}
         if not beats_champion(score, out["previous_score"]):
             return {**out, "promoted": False,
                     "reason": f"score {score:.4f} does not beat champion v{cur.version} "

@@ -223,3 +223,39 @@ def test_git_commit_is_dirty_for_code_not_for_the_running_dvc_lock(tmp_path, mon
     assert git_commit(tmp_path) == head
     (tmp_path / "a.py").write_text("y\n")
     assert git_commit(tmp_path) == head + "-dirty"
+
+
+def test_the_champion_rule_compares_scores_under_one_protocol(mlflow_tracking, model_files, tmp_path):
+    """A better score measured on 4 images does not take the alias from a champion scored on 100;
+    the same protocol does. The tiny preset registers under its own name anyway."""
+    import shutil
+
+    from salnas_core import artifacts
+    from salnas_core.serve import pyfunc_model
+    from salnas_core.tracking import mlflow_utils as mu
+    from salnas_core.utils.params import preset_overlay
+
+    name = f"fair-{os.environ['MLFLOW_EXPERIMENT_NAME']}"
+    row = {"dataset": "osie", "split": "val", "blur": False, "cross": False}
+    main, smoke = artifacts.protocol({**row, "n": 100}), artifacts.protocol({**row, "n": 4})
+    assert main == "osie/val/n=100/original-size/blur=off" and main != smoke
+    third = tmp_path / "m2" / "model.pt"
+    third.parent.mkdir()
+    shutil.copy(model_files[1], third)
+    with open(third, "ab") as f:  # other bytes, same model: a third version
+        f.write(b"\0")
+
+    def register(path, score, proto):
+        reg = mu.register_model(path, python_model=pyfunc_model.__file__, name=name, score=score,
+                                extra_tags={mu.TAG_PROTOCOL: proto})
+        return reg, mu.promote_if_better(name, reg["version"])
+
+    champ, gate = register(model_files[0], 2.0, main)
+    assert gate["promoted"]
+    other, gate = register(model_files[1], 1.0, smoke)
+    assert not gate["promoted"] and "another protocol" in gate["reason"] and smoke in gate["reason"]
+    assert mu.get_champion(name).version == str(champ["version"])
+    assert not mu.beats_champion(1.0, 2.0, smoke, main) and mu.beats_champion(1.0, 2.0, main, main)
+    same, gate = register(third, 1.5, main)
+    assert gate["promoted"] and mu.get_champion(name).version == str(same["version"])
+    assert preset_overlay("tiny")["register"]["model_name"] != "salnas"
