@@ -79,9 +79,15 @@ def describe(net: Any, source: str, working_size: tuple[int, int] | None = None,
     size = working_size or meta.get("working_size") or meta.get("input_size")
     res = (config or {}).get("resolution")
     res = res[0] if isinstance(res, (list, tuple)) and res else res
-    if size is None and res and hasattr(getattr(net, "space", None), "working_size"):
-        size = net.space.working_size(3, 4, int(res))  # a 4:3 landscape, like the training data
+    space = getattr(net, "space", None)
+    if size is None and res and hasattr(space, "working_size"):
+        size = (3, 4)  # a 4:3 landscape, like the training data
     size = size or DEFAULT_WORKING_SIZE
+    if res and hasattr(space, "working_size"):
+        # THE working size: the size the network itself resizes an input of this aspect to (long side
+        # = its resolution, short side a multiple of 32). A recorded training size such as distill's
+        # 144x192 only gives the aspect: it is not a size the encoder-decoder accepts (144 / 32 = 4.5).
+        size = space.working_size(int(size[0]), int(size[1]), int(res))
     size = (int(size[0]), int(size[1]))
     net.eval()
     return LoadedModel(net=net, normalization=str(norm), working_size=size, source=source,

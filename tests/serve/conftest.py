@@ -37,7 +37,7 @@ def _randomise_bn(net, seed: int = 0) -> None:
             m.bias.data.copy_((torch.rand(n, generator=gen) - 0.5) * 0.2)
 
 
-def make_model(space: str, out: Path, seed: int = 0) -> Path:
+def make_model(space: str, out: Path, seed: int = 0, meta: dict | None = None) -> Path:
     """The min subnet of a real space (random init, randomised BN), saved with save_model."""
     import torch
 
@@ -47,7 +47,7 @@ def make_model(space: str, out: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     sub = build_subnet(get_space(space).min_config()).eval()
     _randomise_bn(sub, seed)
-    return save_model(out, sub, meta={"variant": f"{space}-min", "note": "random weights, test only"})
+    return save_model(out, sub, meta={"variant": f"{space}-min", "note": "random weights, test only", **(meta or {})})
 
 
 @pytest.fixture(scope="session")

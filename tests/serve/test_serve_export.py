@@ -93,3 +93,17 @@ def test_export_unknown_model_is_a_clear_error(tmp_path, capsys):
 
     assert main(["export", "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "none.pt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("space,recorded", [("lite", [144, 192]), ("lite", [150, 100]), ("salnas", [144, 192])])
+def test_export_works_whatever_training_size_the_model_records(space, recorded, tmp_path):
+    """Distill records its input size (the cpu preset: 144x192, not a multiple of 32); the working
+    size export traces at is the net's own rule for that aspect, so every model exports."""
+    from conftest import make_model
+
+    path = make_model(space, tmp_path / space / "model.pt", meta={"input_size": recorded})
+    lm = resolve_model(str(path))
+    assert all(s % 32 == 0 for s in lm.working_size) and max(lm.working_size) == lm.resolution
+    out = tmp_path / "m.onnx"
+    run(str(path), out, "onnx")
+    assert json.loads(out.with_name(out.name + ".json").read_text())["max_abs_diff"] <= 1e-4
