@@ -31,13 +31,20 @@ DEFAULT_PACKAGE = "build/salnas_pipeline.yaml"  # compile writes it, submit read
 def _k8s_settings(args: argparse.Namespace):
     from .salnas_pipeline import K8sSettings
 
+    from salnas_core.errors import UserError
+    from salnas_core.steps.registry import pipeline_steps
+
     from .salnas_pipeline import Resources
 
+    known = {d.name for d in pipeline_steps()}
     try:
         resources = {step: Resources.parse(text) for step, text in args.resources}
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"--resources: {e}") from None
+        raise UserError(f"--resources: {e}") from None
     gpu_steps = tuple(x.strip() for x in args.gpu_steps.split(",") if x.strip()) if args.gpu_steps else None
+    unknown = sorted((set(resources) | set(gpu_steps or ())) - known)
+    if unknown:
+        raise UserError(f"no pipeline step {', '.join(unknown)} (steps: {', '.join(sorted(known))})")
     s = K8sSettings(accelerator_type=args.accelerator_type, gpus=args.gpus, gpu_steps=gpu_steps,
                     s3_secret=args.s3_secret, s3_endpoint=args.s3_endpoint, mlflow_tracking_uri=args.mlflow_uri,
                     cache_pvc=args.cache_pvc or None, resources=resources, shm_size=args.shm_size,

@@ -206,6 +206,7 @@ def kfp_parent_run(kfp_run_id: str) -> str:
     mine = client.create_run(exp, run_name=f"pipeline-kfp-{kfp_run_id[:8]}", tags={
         "salnas.kind": "pipeline", "salnas.pipeline": "kubeflow", TAG_KFP_RUN: kfp_run_id,
         "mlflow.source.git.commit": git_commit()}).info.run_id
+    client.set_terminated(mine)  # a grouping run: no step ends it, the children carry their own status
     first = min(find(), key=lambda r: (r.info.start_time, r.info.run_id))  # ties: one order for all
     if first.info.run_id != mine:
         client.delete_run(mine)

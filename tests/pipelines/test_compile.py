@@ -204,6 +204,14 @@ def test_resources_shm_and_retries(ir, tmp_path):
     assert "retryPolicy" not in _task(spec, "evaluate")
 
 
+@pytest.mark.parametrize("args,msg", [(["--resources", "evaluate:cpu=2"], "--resources"),
+                                      (["--resources", "evaluat:cpu=2,memory=1Gi"], "no pipeline step evaluat"),
+                                      (["--gpu-steps", "train-supernet,serach"], "no pipeline step serach")])
+def test_bad_cluster_settings_are_one_line(tmp_path, capsys, args, msg):
+    assert cli.main(["pipeline", "compile", "--out", str(tmp_path / "p.yaml"), "--image", IMAGE, *args]) == 2
+    assert msg in capsys.readouterr().err
+
+
 def test_metrics_and_html_outputs(ir):
     spec, _ = ir
     comp = spec["components"][_task(spec, "publish")["componentRef"]["name"]]

@@ -31,6 +31,7 @@ def test_steps_of_one_kubeflow_run_nest_under_one_parent(store, monkeypatch):
     assert len(parents) == 1 and None not in parents
     parent = client.get_run(parents.pop())
     assert parent.data.tags[mu.TAG_KFP_RUN] == "0f1e2d3c-run-a" and parent.data.tags["salnas.kind"] == "pipeline"
+    assert parent.info.status == "FINISHED"  # a grouping run, never left RUNNING
     assert all(r.data.tags[mu.TAG_KFP_RUN] == "0f1e2d3c-run-a" for r in runs)
     # another Kubeflow run gets its own parent
     monkeypatch.setenv(mu.KFP_RUN_ENV, "run-b")
