@@ -16,15 +16,67 @@ import itertools
 import json
 import linecache
 import os
+import re
 import shlex
 from typing import Any, Callable
 
+from salnas_core.errors import UserError
 from salnas_core.steps.spec import Art, OutParam, Param, StepDef
 
-# One project image for every step; override with SALNAS_IMAGE or the `image` argument.
-DEFAULT_IMAGE = os.environ.get("SALNAS_IMAGE", "ghcr.io/salnas/salnas:latest")
+# One project image for every step: `--image`, else $SALNAS_IMAGE, else this repository tagged
+# with the git commit (what `docker build -t ...:$(git rev-parse --short=12 HEAD)` produces).
+IMAGE_REPOSITORY = "ghcr.io/salnas/salnas"
 FORMS = ("container", "python")
+# Every component takes the Kubeflow run id (the pipeline passes dsl.PIPELINE_JOB_ID_PLACEHOLDER);
+# the step sees it as $SALNAS_KFP_RUN_ID, and its MLflow run nests under the run's parent.
+RUN_ID_INPUT = "kfp_run_id"
+RUN_ID_ENV = "SALNAS_KFP_RUN_ID"
+RUN_ID_FLAG = "--kfp-run-id"
 _counter = itertools.count()
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def image_tag(ref: str) -> str | None:
+    """The tag of an image reference (None: untagged); a digest reference returns its digest."""
+    if _DIGEST.search(ref):
+        return ref.rsplit("@", 1)[1]
+    last = ref.rsplit("/", 1)[-1]
+    return last.rsplit(":", 1)[1] if ":" in last else None
+
+
+def is_immutable(ref: str) -> bool:
+    """A digest, or a tag other than `latest` (a tag can still be re-pushed: prefer digests)."""
+    tag = image_tag(ref)
+    return tag is not None and tag != "latest"
+
+
+def check_image(ref: str, allow_mutable: bool = False) -> str:
+    """Refuse an untagged or `:latest` image for a cluster run (the run could not be reproduced)."""
+    if not ref:
+        raise UserError("no project image: give --image REPO:TAG or REPO@sha256:DIGEST (or set SALNAS_IMAGE)")
+    if not is_immutable(ref) and not allow_mutable:
+        raise UserError(f"image {ref!r} is mutable ({'untagged' if image_tag(ref) is None else ':latest'}): "
+                        "reference it by digest (REPO@sha256:...) or by a release / git-commit tag "
+                        "(REPO:<git rev-parse --short=12 HEAD>), or pass --allow-mutable-image")
+    return ref
+
+
+def default_image() -> str:
+    """$SALNAS_IMAGE, else IMAGE_REPOSITORY:<git commit, 12 hex> of a clean checkout; a dirty or
+    unknown tree has no image it could match: UserError (give --image)."""
+    if os.environ.get("SALNAS_IMAGE"):
+        return os.environ["SALNAS_IMAGE"]
+    from salnas_core.tracking.mlflow_utils import git_commit
+
+    commit = git_commit()
+    if commit in ("", "unknown") or commit.endswith("-dirty"):
+        raise UserError(f"no --image and no SALNAS_IMAGE, and the checkout's commit is {commit!r} (no image is "
+                        "tagged with uncommitted changes): build and push the image, then give "
+                        "--image REPO@sha256:DIGEST or REPO:TAG")
+    return f"{IMAGE_REPOSITORY}:{commit[:12]}"
+
+
+DEFAULT_IMAGE = os.environ.get("SALNAS_IMAGE", f"{IMAGE_REPOSITORY}:dev")  # a label only for kfp.local
 
 
 def _json_text(v: Any) -> str:
@@ -66,6 +118,7 @@ def signature_src(defn: StepDef, form: str = "container") -> str:
         parts.append(f"{p.name}: {_type_src(p.type)}")
     for p in optional:
         parts.append(f"{p.name}: {_type_src(p.type)} = {p.default!r}")
+    parts.append(f"{RUN_ID_INPUT}: str = ''")  # every form: the Kubeflow run id (empty: none)
     returns = f" -> {_type_src(ret.type)}" if ret is not None else ""
     return f"{defn.func_name}({', '.join(parts)}){returns}"
 
@@ -95,7 +148,7 @@ def python_source(defn: StepDef) -> str:
     return (f"def {signature_src(defn, 'python')}:\n"
             f'    """{doc}"""\n'
             f"    from components.runtime import run_step\n"
-            f"    {'return ' if ret is not None else ''}run_step({defn.name!r}, {kwargs})\n")
+            f"    {'return ' if ret is not None else ''}run_step({defn.name!r}, {kwargs}, {RUN_ID_INPUT}={RUN_ID_INPUT})\n")
 
 
 def python_component(defn: StepDef, base_image: str | None = None):
@@ -111,7 +164,7 @@ def _placeholder_args(defn: StepDef, ph: dict[str, Any]) -> list[Any]:
     """The container argv, mirroring StepDef.argv with KFP placeholders."""
     from kfp import dsl
 
-    args: list[Any] = []
+    args: list[Any] = [dsl.ConcatPlaceholder([f"{RUN_ID_FLAG}=", ph[RUN_ID_INPUT]])]  # read by the launcher
     for a in (*defn.inputs, *defn.outputs):
         if a.flags and a.is_list:
             raise ValueError(f"{defn.name}: list artifact {a.name!r} has no container form")
@@ -133,49 +186,66 @@ def _placeholder_args(defn: StepDef, ph: dict[str, Any]) -> list[Any]:
     return [x for a in args for x in (a if isinstance(a, list) else [a])] + list(defn.extra_args)
 
 
-def launcher_command(defn: StepDef) -> list[str]:
-    """`salnas <step>` directly, or through a POSIX sh line that drops `--flag=<unset>` words
-    (KFP placeholders cannot leave an argument out depending on its value)."""
+def torchrun_prefix(nproc: int) -> list[str]:
+    """One node, `nproc` processes (one per GPU): torchrun sets RANK/LOCAL_RANK/WORLD_SIZE, the
+    trainer joins the group (salnas_core.train.distributed) and rank 0 writes the outputs."""
+    return ["torchrun", "--standalone", "--nnodes=1", f"--nproc-per-node={nproc}", "--no-python"]
+
+
+def launcher_command(defn: StepDef, nproc: int = 1) -> list[str]:
+    """A POSIX sh line that exports `--kfp-run-id=ID` as $SALNAS_KFP_RUN_ID, drops `--flag=<unset>`
+    words (KFP placeholders cannot leave an argument out depending on its value), and execs
+    `salnas <step> "$@"`, under torchrun with `nproc` processes for a distributed step."""
     cli = ["salnas", *defn.command]
+    if nproc > 1:
+        if not defn.distributed:
+            raise ValueError(f"{defn.name} runs one process: it cannot use {nproc} processes")
+        cli = torchrun_prefix(nproc) + cli
     drops = [shlex.quote(_unset_word(p)) for p in defn.kfp_params if p.has_unset]
-    if not drops:
-        return cli
-    script = ('for a do shift; case "$a" in ' + "|".join(drops) + ') ;; *) set -- "$@" "$a";; esac; done; '
+    cases = f'{RUN_ID_FLAG}=*) export {RUN_ID_ENV}="${{a#{RUN_ID_FLAG}=}}";; '
+    if drops:
+        cases += "|".join(drops) + ") ;; "
+    script = (f'for a do shift; case "$a" in {cases}*) set -- "$@" "$a";; esac; done; '
               f'exec {" ".join(cli)} "$@"')
     return ["sh", "-c", script, defn.name]
 
 
-def container_component(defn: StepDef, image: str | None = None):
-    """The container form over the project image."""
+def container_component(defn: StepDef, image: str | None = None, nproc: int = 1):
+    """The container form over the project image (`nproc` > 1: under torchrun, one process per GPU)."""
     from kfp import dsl
 
     if not defn.container:
         return python_component(defn, base_image=image)
     image = image or DEFAULT_IMAGE
     names = [a.name for a in (*defn.inputs, *defn.outputs)] + [o.name for o in defn.out_params] + \
-            [p.name for p in defn.kfp_params]
+            [p.name for p in defn.kfp_params] + [RUN_ID_INPUT]
     src = (f"def {signature_src(defn)}:\n"
            f'    """{defn.description}"""\n'
            f"    return _spec({{{', '.join(f'{n!r}: {n}' for n in names)}}})\n")
 
     def _spec(ph: dict[str, Any]):
-        return dsl.ContainerSpec(image=image, command=launcher_command(defn), args=_placeholder_args(defn, ph))
+        return dsl.ContainerSpec(image=image, command=launcher_command(defn, nproc), args=_placeholder_args(defn, ph))
 
     return dsl.container_component(_exec_source(src, defn, {"_spec": _spec}))
 
 
-def build_components(form: str = "container", image: str | None = None, steps=None) -> dict[str, Any]:
-    """{step name: component} for every step in the table, in one form."""
+def build_components(form: str = "container", image: str | None = None, steps=None,
+                     nproc: dict[str, int] | None = None) -> dict[str, Any]:
+    """{step name: component} for every step in the table, in one form; `nproc`: {step: processes}
+    for distributed steps of the container form (one per GPU the task requests)."""
     from salnas_core.steps.registry import pipeline_steps
 
     if form not in FORMS:
         raise ValueError(f"component form must be one of {FORMS}, got {form!r}")
-    make = container_component if form == "container" else (lambda d, image: python_component(d, image))
-    return {d.name: make(d, image) for d in (steps or pipeline_steps())}
+    nproc = nproc or {}
+    if form == "container":
+        return {d.name: container_component(d, image, nproc.get(d.name, 1)) for d in (steps or pipeline_steps())}
+    return {d.name: python_component(d, image) for d in (steps or pipeline_steps())}
 
 
 __all__ = ["Art", "OutParam", "Param", "StepDef", "build_components", "container_component",
-           "python_component", "launcher_command", "signature_src", "DEFAULT_IMAGE", "FORMS"]
+           "python_component", "launcher_command", "signature_src", "DEFAULT_IMAGE", "FORMS", "check_image",
+           "default_image", "RUN_ID_INPUT", "RUN_ID_ENV"]
 
 
 def container_source(defn: StepDef, image: str | None = None) -> str:
@@ -184,7 +254,7 @@ def container_source(defn: StepDef, image: str | None = None) -> str:
     if not defn.container:
         return python_source(defn)
     image = image or DEFAULT_IMAGE
-    args: list[str] = []
+    args: list[str] = [f"dsl.ConcatPlaceholder([{f'{RUN_ID_FLAG}='!r}, {RUN_ID_INPUT}])"]
     for a in (*defn.inputs, *defn.outputs):
         for flag, suffix in a.flags:
             path = f"{a.name}.path"

@@ -41,6 +41,9 @@ def run_step(name: str, **values: Any) -> Any:
     from salnas_core.steps.registry import get_step
 
     defn = get_step(name)
+    run_id = values.pop("kfp_run_id", None)  # components.factory.RUN_ID_INPUT
+    if run_id and not str(run_id).startswith("{{"):  # an unresolved placeholder is no id
+        os.environ["SALNAS_KFP_RUN_ID"] = str(run_id)  # MLflow runs nest under the Kubeflow run's parent
     ret = defn.returned
     if ret is not None and ret.name not in values:
         values[ret.name] = os.path.join(tempfile.mkdtemp(prefix="salnas-out-"), ret.name)
@@ -53,9 +56,27 @@ def run_step(name: str, **values: Any) -> Any:
         raise RuntimeError(f"salnas {defn.name} failed with exit status {rc}: salnas {shlex.join(argv)}")
     for a in defn.outputs:  # lineage shown in the KFP UI / kept by kfp.local
         art = values[a.name]
+        if a.kind == "Metrics" and hasattr(art, "log_metric"):
+            log_metrics_file(art)
         if hasattr(art, "metadata"):
             art.metadata["salnas_command"] = "salnas " + " ".join(argv[: len(defn.command)])
     if ret is not None:
         with open(values[ret.name], encoding="utf-8") as f:
             return json.load(f)
     return argv
+
+
+def log_metrics_file(art: Any) -> dict[str, float]:
+    """A KFP Metrics output: the step wrote {name: number} JSON at its path; each becomes a metric
+    (what the Kubeflow UI shows and compares across runs). Non-numbers are skipped."""
+    import json
+    import math
+
+    with open(_path(art), encoding="utf-8") as f:
+        data = json.load(f)
+    logged = {}
+    for k, v in data.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            art.log_metric(k, float(v))
+            logged[k] = float(v)
+    return logged

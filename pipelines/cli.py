@@ -31,9 +31,24 @@ DEFAULT_PACKAGE = "build/salnas_pipeline.yaml"  # compile writes it, submit read
 def _k8s_settings(args: argparse.Namespace):
     from .salnas_pipeline import K8sSettings
 
-    s = K8sSettings(accelerator_type=args.accelerator_type, gpus=args.gpus, s3_secret=args.s3_secret,
-                    s3_endpoint=args.s3_endpoint, mlflow_tracking_uri=args.mlflow_uri,
-                    cache_pvc=args.cache_pvc or None)
+    from salnas_core.errors import UserError
+    from salnas_core.steps.registry import pipeline_steps
+
+    from .salnas_pipeline import Resources
+
+    known = {d.name for d in pipeline_steps()}
+    try:
+        resources = {step: Resources.parse(text) for step, text in args.resources}
+    except ValueError as e:
+        raise UserError(f"--resources: {e}") from None
+    gpu_steps = tuple(x.strip() for x in args.gpu_steps.split(",") if x.strip()) if args.gpu_steps else None
+    unknown = sorted((set(resources) | set(gpu_steps or ())) - known)
+    if unknown:
+        raise UserError(f"no pipeline step {', '.join(unknown)} (steps: {', '.join(sorted(known))})")
+    s = K8sSettings(accelerator_type=args.accelerator_type, gpus=args.gpus, gpu_steps=gpu_steps,
+                    s3_secret=args.s3_secret, s3_endpoint=args.s3_endpoint, mlflow_tracking_uri=args.mlflow_uri,
+                    cache_pvc=args.cache_pvc or None, resources=resources, shm_size=args.shm_size,
+                    retries=args.retries)
     if args.node_selector:
         s.node_selector = dict(args.node_selector)
     return s
@@ -138,6 +153,13 @@ def _kv(text: str) -> tuple[str, str]:
     return k, v
 
 
+def _step_kv(text: str) -> tuple[str, str]:
+    if ":" not in text:
+        raise argparse.ArgumentTypeError(f"expected STEP:cpu=N,memory=SIZE, got {text!r}")
+    step, rest = text.split(":", 1)
+    return step, rest
+
+
 def _add_pipeline_params(p: argparse.ArgumentParser, tiny: bool = False) -> None:
     p.add_argument("--source", default=None, help="dataset folder or s3:// prefix")
     p.add_argument("--fmt", "--format", dest="fmt", default=None, help="ingest reader (default shared_json)")
@@ -156,9 +178,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     c = sub.add_parser("compile", help="compile the Kubeflow pipeline (container components) to IR YAML")
     c.add_argument("--out", default=DEFAULT_PACKAGE)
-    c.add_argument("--image", default=None, help="project image (default: $SALNAS_IMAGE or ghcr.io/salnas/salnas:latest)")
+    c.add_argument("--image", default=None,
+                   help="project image by digest (REPO@sha256:...) or tag (default: $SALNAS_IMAGE, else "
+                        "ghcr.io/salnas/salnas:<git commit> of a clean checkout); `latest`/untagged is refused")
+    c.add_argument("--allow-mutable-image", action="store_true",
+                   help="accept an untagged or :latest image (runs cannot be reproduced)")
     c.add_argument("--accelerator-type", default="nvidia.com/gpu")
-    c.add_argument("--gpus", type=int, default=1, help="GPUs per training step")
+    c.add_argument("--gpus", type=int, default=1,
+                   help="GPUs of train-supernet, one torchrun process each; search/distill get 1 (0: all on CPU)")
+    c.add_argument("--gpu-steps", default=None, metavar="STEP,...",
+                   help="steps that get a GPU and run on cuda (default: the registry's: train-supernet,search,distill)")
+    c.add_argument("--resources", type=_step_kv, action="append", default=[],
+                   metavar="STEP:cpu=N,memory=SIZE[,cpu_limit=N][,memory_limit=SIZE]",
+                   help="requests/limits of one step (default: 2 CPU / 8Gi, GPU tasks 6 CPU / 24Gi per GPU)")
+    c.add_argument("--shm-size", default="8Gi", help="/dev/shm of GPU steps and steps with loader workers")
+    c.add_argument("--retries", type=int, default=2, help="retries per task (preempted / evicted pods)")
     c.add_argument("--node-selector", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="GPU node selector (default nvidia.com/gpu.present=true)")
     c.add_argument("--s3-secret", default="salnas-s3", help="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
@@ -189,7 +223,8 @@ def run_cli(args: argparse.Namespace) -> int:
         if cmd == "compile":
             from .salnas_pipeline import compile_pipeline
 
-            path = compile_pipeline(args.out, image=args.image, k8s=_k8s_settings(args), defaults=_defaults(args))
+            path = compile_pipeline(args.out, image=args.image, k8s=_k8s_settings(args), defaults=_defaults(args),
+                                    allow_mutable_image=args.allow_mutable_image)
             print(path)
         elif cmd == "run-local":
             d = _defaults(args)

@@ -30,7 +30,8 @@ def run(source: str, fmt: str = "shared_json", out: str = "data/ingested", *, li
 
 def fetch_source(source: str, cache_dir: str | os.PathLike | None = None) -> str:
     """A local folder for `source`: an s3:// prefix is downloaded (resumably, checked by sha256)
-    into CACHE_DIR/<bucket_prefix> (default ~/.cache/salnas/sources); a path is returned as is.
+    into CACHE_DIR/<bucket_prefix> (default ~/.cache/salnas/sources; a PVC on Kubeflow), keeping
+    the files it already has with the same content (storage.download_prefix); a path is returned as is.
     The step does the download so that data/ingest stays local-only (no boto3 below steps/)."""
     s = str(source)
     if not s.startswith("s3://"):

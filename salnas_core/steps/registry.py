@@ -42,7 +42,7 @@ STEPS: tuple[StepDef, ...] = (
     ),
     StepDef(
         name="train-supernet", module="salnas_core.steps.train_supernet", section="train_supernet", gpu=True,
-        progress=True,
+        distributed=True, progress=True,
         description="Train the weight-sharing supernet with the sandwich rule and Self-KD (salnas train-supernet).",
         inputs=(Art("data", "Dataset", "--data", help="ingested dataset folder (salnas ingest --out)"),),
         outputs=(Art("supernet", "Model", "--out",
@@ -109,6 +109,15 @@ STEPS: tuple[StepDef, ...] = (
                 Param("efficiency", bool, "--no-efficiency", action="store_false", default=True, kfp=False,
                       help="skip the efficiency report")),
         extra_args=("--no-progress",),
+    ),
+    StepDef(
+        name="publish", module="salnas_core.steps.publish", container=False,
+        description="One variant's evaluation for the Kubeflow UI: its metrics table as KFP Metrics, the report "
+                    "page as HTML (salnas publish).",
+        inputs=(Art("evaluation", "Artifact", "--evaluation", help="evaluate folder (metrics.json, efficiency.json)"),
+                Art("search", "Artifact", "--search", required=False, help="search folder (Pareto front)")),
+        outputs=(Art("metrics", "Metrics", "--metrics-out", help="JSON file {name: value} (KFP Metrics)"),
+                 Art("report", "HTML", "--report-out", help="the HTML page (salnas report)")),
     ),
     StepDef(
         name="gate", module="salnas_core.steps.gate", container=False, section="register",

@@ -129,6 +129,7 @@ class StepDef:
     section: str | None = None               # its params.yaml section: --params/--preset/--set
     progress: bool = False                   # has a progress bar: --no-progress
     gpu: bool = False                        # gets the accelerator settings on a cluster
+    distributed: bool = False                # runs under torchrun, one process per GPU (DDP)
     container: bool = True                   # False: the lightweight form is used on a cluster too
     extra_args: tuple[str, ...] = field(default=())  # fixed flags in components, e.g. ("--no-progress",)
     pipeline: bool = True                    # a Kubeflow component (False: CLI/DVC only)

@@ -1,12 +1,19 @@
-"""Distributed supernet training on Kubernetes: one PyTorchJob (Kubeflow Training Operator).
+"""Distributed supernet training on Kubernetes: one Kubeflow Trainer v2 `TrainJob` (default) or
+one Training Operator v1 `PyTorchJob` (`--pytorchjob`, for clusters that still run the operator).
 
-`salnas k8s train` builds a `kubeflow.org/v1` PyTorchJob with N pods (1 Master + N-1 Workers)
-of G GPUs each; every pod runs the same trainer as the laptop, `salnas train-supernet`, under
-`torchrun --nnodes N --nproc-per-node G`. The operator injects the rendezvous (PET_NODE_RANK,
-PET_MASTER_ADDR, PET_MASTER_PORT, which torchrun reads as defaults) into the container it must
-find under the name `pytorch`. Then the job's status conditions are followed until it ends.
+`salnas k8s train` runs the same trainer as the laptop, `salnas train-supernet`, on N nodes x G
+GPUs under `torchrun --nnodes N --nproc-per-node G`:
 
-Only the `kubernetes` client talks to the cluster (tests run it against kmock, an in-memory API).
+- TrainJob (`trainer.kubeflow.org/v1alpha1`): `spec.trainer` (image, command, env, numNodes,
+  numProcPerNode, resourcesPerNode) over a ClusterTrainingRuntime (default `torch-distributed`),
+  whose torch plugin injects the rendezvous (PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR, ...) that
+  torchrun reads; node selector, tolerations and volumes go in a `runtimePatches` entry for the
+  runtime's `node` job (Trainer >= 2.2). Conditions: Complete | Failed (| Suspended).
+- PyTorchJob (`kubeflow.org/v1`): 1 Master + N-1 Workers, the container must be named `pytorch`.
+  Conditions: Created | Running | Restarting | Succeeded | Failed.
+
+Then the job's status is followed until it ends. Only the `kubernetes` client talks to the
+cluster (tests run it against kmock, an in-memory API).
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from salnas_core.errors import UserError
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"
+GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"   # Training Operator v1
 DEFAULT_IMAGE = os.environ.get("SALNAS_IMAGE", "ghcr.io/salnas/salnas:cuda")
 GPU_RESOURCE = "nvidia.com/gpu"
 # Node label that GPU Feature Discovery puts on NVIDIA nodes (e.g. "NVIDIA-H100-80GB-HBM3").
@@ -38,15 +45,19 @@ class K8sError(RuntimeError):
 
 
 class JobExistsError(K8sError):
-    """409: a PyTorchJob of that name is already in the namespace."""
+    """409: a job of that name is already in the namespace."""
 
 
 class ForbiddenError(K8sError):
-    """403: the credentials may not create/read PyTorchJobs in the namespace."""
+    """403: the credentials may not create/read the jobs in the namespace."""
 
 
 class CRDMissingError(K8sError):
-    """404 on kubeflow.org/v1 pytorchjobs: the Training Operator is not installed."""
+    """404 on the job's API (trainjobs / pytorchjobs): Kubeflow Trainer / the Training Operator is not installed."""
+
+
+class RuntimeMissingError(K8sError):
+    """The ClusterTrainingRuntime the TrainJob names does not exist."""
 
 
 class JobFailedError(K8sError):
@@ -54,8 +65,9 @@ class JobFailedError(K8sError):
 
 
 @dataclass
-class PyTorchJobSpec:
-    """What one distributed training job needs; `build_pytorchjob` turns it into the manifest."""
+class TrainSpec:
+    """What one distributed training job needs; `build_trainjob` / `build_pytorchjob` turn it into
+    the manifest."""
 
     name: str
     trainer_args: list[str]                 # arguments after `salnas train-supernet`
@@ -76,6 +88,8 @@ class PyTorchJobSpec:
     env: dict[str, str] = field(default_factory=dict)
     backoff_limit: int = 3                  # pod restarts; the trainer resumes from its checkpoint
     labels: dict[str, str] = field(default_factory=dict)
+    runtime: str = "torch-distributed"      # TrainJob: the (Cluster)TrainingRuntime it runs on
+    runtime_kind: str = "ClusterTrainingRuntime"   # or TrainingRuntime (namespaced)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?", self.name):
@@ -85,6 +99,9 @@ class PyTorchJobSpec:
             raise UserError(f"workers must be >= 1, got {self.workers}")
         if self.gpus_per_worker < 0:
             raise UserError(f"gpus per worker must be >= 0, got {self.gpus_per_worker}")
+
+
+PyTorchJobSpec = TrainSpec  # the name before Trainer v2
 
 
 def torchrun_command(spec: PyTorchJobSpec) -> list[str]:
@@ -161,6 +178,120 @@ def build_pytorchjob(spec: PyTorchJobSpec) -> dict[str, Any]:
     }
 
 
+def _resources(spec: PyTorchJobSpec) -> dict[str, dict[str, Any]]:
+    resources: dict[str, dict[str, Any]] = {"limits": {}, "requests": {}}
+    if spec.gpus_per_worker:
+        resources["limits"][GPU_RESOURCE] = spec.gpus_per_worker
+    if spec.cpu:
+        resources["requests"]["cpu"] = spec.cpu
+    if spec.memory:
+        resources["requests"]["memory"] = spec.memory
+        resources["limits"]["memory"] = spec.memory
+    return {k: v for k, v in resources.items() if v}
+
+
+def _s3_env(secret: str) -> list[dict[str, Any]]:
+    """The Secret's keys as env (TrainJob env takes EnvVar entries, no envFrom); values stay in the Secret."""
+    return [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": k}}}
+            for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
+
+
+TRAINER_GROUP, TRAINER_VERSION = "trainer.kubeflow.org", "v1alpha1"
+TRAINJOB_PLURAL, TRAINJOB_KIND = "trainjobs", "TrainJob"
+TRAINER_NODE = "node"        # the runtime's trainer job and container (torch-distributed)
+SALNAS_PATCH_MANAGER = "salnas.io/k8s-train"
+
+
+def build_trainjob(spec: PyTorchJobSpec) -> dict[str, Any]:
+    """The TrainJob manifest (Kubeflow Trainer v2): the same torchrun command as the PyTorchJob."""
+    gpus = spec.gpus_per_worker
+    command = torchrun_command(spec)
+    if spec.pvc:  # the runtime owns workingDir: start in the shared volume, where relative run folders go
+        command = ["sh", "-c", 'cd "$0" && exec "$@"', spec.mount_path, *command]
+    env = [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
+    env.append({"name": "PYTHONUNBUFFERED", "value": "1"})
+    if spec.s3_secret:
+        env += _s3_env(spec.s3_secret)
+    trainer: dict[str, Any] = {"image": spec.image, "command": command, "env": env,
+                               "numNodes": spec.workers, "numProcPerNode": max(gpus, 1)}
+    resources = _resources(spec)
+    if resources:
+        trainer["resourcesPerNode"] = resources
+
+    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}}]
+    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    if spec.pvc:
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": spec.pvc}})
+        mounts.append({"name": "data", "mountPath": spec.mount_path})
+    node_selector = dict(spec.node_selector)
+    if spec.accelerator:
+        node_selector[spec.accelerator_label] = spec.accelerator
+    tolerations = spec.tolerations
+    if tolerations is None:
+        tolerations = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}] if gpus else []
+    pod: dict[str, Any] = {"volumes": volumes, "containers": [{"name": TRAINER_NODE, "volumeMounts": mounts}]}
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    if tolerations:
+        pod["tolerations"] = tolerations
+    labels = {"app.kubernetes.io/name": "salnas", "app.kubernetes.io/component": "train-supernet", **spec.labels}
+    patch = {"manager": SALNAS_PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
+        {"name": TRAINER_NODE, "template": {"spec": {"template": {"metadata": {"labels": labels}, "spec": pod}}}}]}}}}
+    return {
+        "apiVersion": f"{TRAINER_GROUP}/{TRAINER_VERSION}",
+        "kind": TRAINJOB_KIND,
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels},
+        "spec": {
+            "runtimeRef": {"name": spec.runtime, "apiGroup": TRAINER_GROUP, "kind": spec.runtime_kind},
+            "trainer": trainer,
+            "runtimePatches": [patch],
+        },
+    }
+
+
+def trainjob_state(obj: dict[str, Any]) -> str:
+    """Complete | Failed | Suspended from the conditions; else Running while a child job is
+    active, else Created (TrainJob has no Running condition: the JobSet's jobs say it)."""
+    conditions = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []
+                  if str(c.get("status")) == "True"}
+    for t in ("Failed", "Complete", "Suspended"):
+        if t in conditions:
+            return t
+    jobs = (obj.get("status") or {}).get("jobsStatus") or []
+    if any((j.get("active") or 0) > 0 or (j.get("ready") or 0) > 0 for j in jobs):
+        return "Running"
+    return "Created" if obj.get("status") else "Pending"
+
+
+@dataclass(frozen=True)
+class JobAPI:
+    """One kind of training job: where it is served, how it is built, how its state reads."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    build: Callable[[PyTorchJobSpec], dict[str, Any]]
+    state: Callable[[dict[str, Any]], str]
+    succeeded: str
+    install: str                      # what to install when the CRD is missing
+    logs: str                         # how to read the logs, {ns} {name}
+
+    @property
+    def resource(self) -> str:
+        return f"{self.plural}.{self.group}"
+
+
+TRAINJOB = JobAPI(TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL, TRAINJOB_KIND, build_trainjob, trainjob_state,
+                  "Complete", "install Kubeflow Trainer v2 (it provides the TrainJob CRD and the torch-distributed "
+                  "runtime), or pass --pytorchjob on a cluster that runs the Training Operator v1",
+                  "kubectl logs -n {ns} -l jobset.sigs.k8s.io/jobset-name={name} --prefix")
+PYTORCHJOB = JobAPI(GROUP, VERSION, PLURAL, KIND, lambda spec: build_pytorchjob(spec), lambda obj: job_state(obj),
+                    "Succeeded", "install the Kubeflow Training Operator (it provides the PyTorchJob CRD), or drop "
+                    "--pytorchjob to use Kubeflow Trainer v2", "kubectl logs -n {ns} {name}-master-0")
+APIS = {"trainjob": TRAINJOB, "pytorchjob": PYTORCHJOB}
+
+
 # --- talking to the API --------------------------------------------------------------------------
 
 def custom_objects_api(kubeconfig: str | None = None, context: str | None = None, host: str | None = None):
@@ -182,12 +313,12 @@ def custom_objects_api(kubeconfig: str | None = None, context: str | None = None
     return client.CustomObjectsApi()
 
 
-def _explain(e: Exception, spec_ns: str, name: str, verb: str) -> K8sError:
+def _explain(e: Exception, spec_ns: str, name: str, verb: str, job: JobAPI = PYTORCHJOB) -> K8sError:
     """Map an ApiException (or a connection error) to an error that says what to do."""
     from kubernetes.client.exceptions import ApiException
 
     if not isinstance(e, ApiException):
-        return K8sError(f"cannot reach the Kubernetes API to {verb} PyTorchJob {spec_ns}/{name}: {e}")
+        return K8sError(f"cannot reach the Kubernetes API to {verb} {job.kind} {spec_ns}/{name}: {e}")
     message = ""
     kind = None
     try:
@@ -196,41 +327,68 @@ def _explain(e: Exception, spec_ns: str, name: str, verb: str) -> K8sError:
         kind = (body.get("details") or {}).get("kind")
     except (ValueError, TypeError):
         message = str(e.body or "")[:300]
-    where = f"PyTorchJob {spec_ns}/{name}"
+    where = f"{job.kind} {spec_ns}/{name}"
     if e.status == 409:
         return JobExistsError(f"{where} already exists: choose another --name, or delete it with "
-                              f"`kubectl delete pytorchjob {name} -n {spec_ns}` ({message})")
+                              f"`kubectl delete {job.kind.lower()} {name} -n {spec_ns}` ({message})")
     if e.status in (401, 403):
         return ForbiddenError(f"forbidden to {verb} {where}: the current credentials need RBAC verbs "
-                              f"create/get on {PLURAL}.{GROUP} in namespace {spec_ns!r} ({e.status} {message})")
+                              f"create/get on {job.resource} in namespace {spec_ns!r} ({e.status} {message})")
     if e.status == 404:
         if kind == "namespaces":
             return K8sError(f"namespace {spec_ns!r} does not exist ({message})")
-        return CRDMissingError(f"the cluster does not serve {PLURAL}.{GROUP}/{VERSION}: install the Kubeflow "
-                               "Training Operator (it provides the PyTorchJob CRD), see docs/kubeflow.md "
-                               f"({message or e.reason})")
+        return CRDMissingError(f"the cluster does not serve {job.resource}/{job.version}: {job.install}, "
+                               f"see docs/kubeflow.md ({message or e.reason})")
     return K8sError(f"{verb} {where} failed: {e.status} {e.reason} {message}".rstrip())
 
 
-def check_crd(api) -> None:
-    """Discovery: is `pytorchjobs` served under kubeflow.org/v1? (404 otherwise, as on a real API)."""
+def check_crd(api, job: JobAPI = PYTORCHJOB) -> None:
+    """Discovery: is the job's plural served under its group/version? (404 otherwise, as on a real API)."""
     try:
-        res = api.get_api_resources(GROUP, VERSION)
+        res = api.get_api_resources(job.group, job.version)
     except Exception as e:
-        raise _explain(e, "-", "-", "discover") from None
+        raise _explain(e, "-", "-", "discover", job) from None
     names = {r.name for r in (res.resources or [])}
-    if PLURAL not in names:
-        raise CRDMissingError(f"the cluster serves {GROUP}/{VERSION} but not {PLURAL} "
-                              f"(found: {sorted(names)}): install the Kubeflow Training Operator")
+    if job.plural not in names:
+        raise CRDMissingError(f"the cluster serves {job.group}/{job.version} but not {job.plural} "
+                              f"(found: {sorted(names)}): {job.install}")
 
 
-def create_pytorchjob(api, manifest: dict[str, Any]) -> dict[str, Any]:
+def check_runtime(api, spec: PyTorchJobSpec) -> None:
+    """The TrainJob's runtime exists (a missing one would only show as a Failed condition later).
+    Credentials that may not read runtimes skip the check (the job then reports it)."""
+    from kubernetes.client.exceptions import ApiException
+
+    plural = "clustertrainingruntimes" if spec.runtime_kind == "ClusterTrainingRuntime" else "trainingruntimes"
+    try:
+        if spec.runtime_kind == "ClusterTrainingRuntime":
+            api.get_cluster_custom_object(TRAINER_GROUP, TRAINER_VERSION, plural, spec.runtime)
+        else:
+            api.get_namespaced_custom_object(TRAINER_GROUP, TRAINER_VERSION, spec.namespace, plural, spec.runtime)
+    except ApiException as e:
+        if e.status == 404:
+            raise RuntimeMissingError(
+                f"no {spec.runtime_kind} {spec.runtime!r} on the cluster (`kubectl get {plural}` lists them): "
+                f"pass --runtime NAME, or ask the admin to install Kubeflow Trainer's default runtimes") from None
+        if e.status in (401, 403):
+            log.info("cannot read %s/%s (%s): not checked", plural, spec.runtime, e.status)
+            return
+        raise _explain(e, spec.namespace, spec.name, "check the runtime of", TRAINJOB) from None
+    except Exception as e:
+        raise _explain(e, spec.namespace, spec.name, "check the runtime of", TRAINJOB) from None
+
+
+def create_job(api, manifest: dict[str, Any], job: JobAPI = PYTORCHJOB) -> dict[str, Any]:
     """Create the job; errors name the job and the fix (conflict, forbidden, missing CRD)."""
     ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     try:
-        return api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, manifest)
+        return api.create_namespaced_custom_object(job.group, job.version, ns, job.plural, manifest)
     except Exception as e:
-        raise _explain(e, ns, name, "create") from None
+        raise _explain(e, ns, name, "create", job) from None
+
+
+def create_pytorchjob(api, manifest: dict[str, Any]) -> dict[str, Any]:
+    return create_job(api, manifest, PYTORCHJOB)
 
 
 def job_state(obj: dict[str, Any]) -> str:
@@ -245,46 +403,55 @@ def job_state(obj: dict[str, Any]) -> str:
 
 
 def follow(api, namespace: str, name: str, timeout_s: float = 24 * 3600, poll_s: float = 10.0,
-           on_change: Callable[[str, dict], None] | None = None) -> dict[str, Any]:
-    """Poll the job until Succeeded (returns it) or Failed (raises); TimeoutError after timeout_s."""
+           on_change: Callable[[str, dict], None] | None = None, job: JobAPI = PYTORCHJOB) -> dict[str, Any]:
+    """Poll the job until it succeeds (returns it) or fails (raises); TimeoutError after timeout_s."""
     deadline = time.monotonic() + timeout_s
     last = None
     while True:
         try:
-            obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            obj = api.get_namespaced_custom_object(job.group, job.version, namespace, job.plural, name)
         except Exception as e:
-            raise _explain(e, namespace, name, "read") from None
-        state = job_state(obj)
+            raise _explain(e, namespace, name, "read", job) from None
+        state = job.state(obj)
         if state != last:
-            log.info("PyTorchJob %s/%s: %s", namespace, name, state)
+            log.info("%s %s/%s: %s", job.kind, namespace, name, state)
             if on_change:
                 on_change(state, obj)
             last = state
-        if state == "Succeeded":
+        if state == job.succeeded:
             return obj
         if state == "Failed":
             conds = [c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Failed"]
-            why = (conds[-1].get("message") or conds[-1].get("reason") or "") if conds else ""
-            raise JobFailedError(f"PyTorchJob {namespace}/{name} failed: {why} "
-                                 f"(logs: kubectl logs -n {namespace} {name}-master-0)")
+            why = ""
+            if conds:
+                why = "; ".join(x for x in (conds[-1].get("reason"), conds[-1].get("message")) if x)
+            raise JobFailedError(f"{job.kind} {namespace}/{name} failed: {why} "
+                                 f"(logs: {job.logs.format(ns=namespace, name=name)})")
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"PyTorchJob {namespace}/{name} still {state} after {timeout_s:.0f} s; "
-                               "it keeps running: follow it with `kubectl get pytorchjob` or delete it")
+            raise TimeoutError(f"{job.kind} {namespace}/{name} still {state} after {timeout_s:.0f} s; it keeps "
+                               f"running: follow it with `kubectl get {job.kind.lower()} -n {namespace} {name}` "
+                               "or delete it")
         time.sleep(poll_s)
 
 
 def train(spec: PyTorchJobSpec, api=None, follow_job: bool = True, timeout_s: float = 24 * 3600,
-          poll_s: float = 10.0, on_change: Callable[[str, dict], None] | None = None) -> dict[str, Any]:
-    """Check the CRD, create the job, and (by default) follow it to its end. Returns a summary."""
+          poll_s: float = 10.0, on_change: Callable[[str, dict], None] | None = None,
+          kind: str = "trainjob") -> dict[str, Any]:
+    """Check the CRD (and a TrainJob's runtime), create the job, and (by default) follow it to its
+    end. `kind`: "trainjob" (Kubeflow Trainer v2) | "pytorchjob" (Training Operator v1)."""
+    job = APIS[kind]
     api = api or custom_objects_api()
-    check_crd(api)
-    manifest = build_pytorchjob(spec)
-    created = create_pytorchjob(api, manifest)
-    summary = {"name": spec.name, "namespace": spec.namespace, "uid": (created.get("metadata") or {}).get("uid"),
+    check_crd(api, job)
+    if job is TRAINJOB:
+        check_runtime(api, spec)
+    created = create_job(api, job.build(spec), job)
+    summary = {"kind": job.kind, "name": spec.name, "namespace": spec.namespace,
+               "uid": (created.get("metadata") or {}).get("uid"),
                "workers": spec.workers, "gpus_per_worker": spec.gpus_per_worker, "state": "Created"}
     if follow_job:
-        final = follow(api, spec.namespace, spec.name, timeout_s=timeout_s, poll_s=poll_s, on_change=on_change)
-        summary["state"] = job_state(final)
+        final = follow(api, spec.namespace, spec.name, timeout_s=timeout_s, poll_s=poll_s, on_change=on_change,
+                       job=job)
+        summary["state"] = job.state(final)
     return summary
 
 
@@ -313,13 +480,21 @@ def _toleration(text: str) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="k8s_command", metavar="ACTION", required=True)
-    p = sub.add_parser("train", help="run train-supernet as a PyTorchJob with N pods x G GPUs",
-                       description="Create a PyTorchJob running `salnas train-supernet` under torchrun "
-                                   "and follow it. Arguments after `--` go to the trainer.")
+    p = sub.add_parser("train", help="run train-supernet as a Kubeflow TrainJob with N nodes x G GPUs",
+                       description="Create a Kubeflow Trainer v2 TrainJob (or, with --pytorchjob, a Training "
+                                   "Operator v1 PyTorchJob) running `salnas train-supernet` under torchrun and "
+                                   "follow it. Arguments after `--` go to the trainer.")
+    p.add_argument("--pytorchjob", dest="kind", action="store_const", const="pytorchjob", default="trainjob",
+                   help="create a kubeflow.org/v1 PyTorchJob (Training Operator v1) instead of a TrainJob")
+    p.add_argument("--runtime", default="torch-distributed",
+                   help="TrainJob: the ClusterTrainingRuntime to run on (kubectl get clustertrainingruntimes)")
+    p.add_argument("--namespaced-runtime", action="store_true",
+                   help="TrainJob: --runtime names a TrainingRuntime in --namespace, not a ClusterTrainingRuntime")
     p.add_argument("--name", default=None, help="job name (default: salnas-supernet-<time>)")
     p.add_argument("--namespace", "-n", default=os.environ.get("SALNAS_K8S_NAMESPACE", "default"))
     p.add_argument("--image", default=DEFAULT_IMAGE, help="project image built from docker/Dockerfile.cuda")
-    p.add_argument("--workers", type=int, default=1, help="pods (1 master + N-1 workers)")
+    p.add_argument("--workers", "--nodes", dest="workers", type=int, default=1,
+                   help="nodes (TrainJob numNodes; PyTorchJob: 1 master + N-1 workers)")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per pod (= torchrun processes per pod)")
     p.add_argument("--accelerator", default=None, help=f"GPU model, node label {ACCELERATOR_LABEL}")
     p.add_argument("--node-selector", type=_kv, action="append", default=[], metavar="KEY=VALUE")
@@ -360,7 +535,8 @@ def spec_from_args(args: argparse.Namespace) -> PyTorchJobSpec:
         image=args.image, namespace=args.namespace, workers=args.workers, gpus_per_worker=args.gpus,
         accelerator=args.accelerator, node_selector=dict(args.node_selector), tolerations=args.toleration,
         s3_secret=args.s3_secret, pvc=args.pvc, mount_path=args.mount_path, cpu=args.cpu,
-        memory=args.memory, env=dict(args.env))
+        memory=args.memory, env=dict(args.env), runtime=args.runtime,
+        runtime_kind="TrainingRuntime" if args.namespaced_runtime else "ClusterTrainingRuntime")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -375,11 +551,12 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.dry_run:
         import yaml
 
-        print(yaml.safe_dump(build_pytorchjob(spec), sort_keys=False), end="")
+        print(yaml.safe_dump(APIS[args.kind].build(spec), sort_keys=False), end="")
         return 0
     try:
         api = custom_objects_api(args.kubeconfig, args.context)
-        summary = train(spec, api, follow_job=not args.no_follow, timeout_s=args.timeout, poll_s=args.poll)
+        summary = train(spec, api, follow_job=not args.no_follow, timeout_s=args.timeout, poll_s=args.poll,
+                        kind=args.kind)
     except (K8sError, TimeoutError) as e:
         print(f"salnas k8s: {e}", file=sys.stderr)
         return 1

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 DEFAULT_EXPERIMENT = "salnas"
 DEFAULT_MODEL_NAME = "salnas"
 PARENT_ENV = "SALNAS_PARENT_RUN_ID"
+KFP_RUN_ENV = "SALNAS_KFP_RUN_ID"    # the Kubeflow run id, set by the pipeline's components
+TAG_KFP_RUN = "salnas.kfp_run_id"
 CHAMPION = "champion"
 TAG_HASH = "salnas.source_sha256"
 TAG_SCORE = "salnas.val_score"
@@ -157,8 +159,13 @@ def start_run(name: str | None = None, *, pipeline: bool = False, params: dict[s
     configure()
     t = {"salnas.kind": "pipeline" if pipeline else "step", "mlflow.source.git.commit": git_commit(),
          **({"salnas.pipeline": name} if pipeline else {"salnas.step": name}), **(tags or {})}
+    kfp_run = os.environ.get(KFP_RUN_ENV) or None
+    if kfp_run:
+        t[TAG_KFP_RUN] = kfp_run
     active = mlflow.active_run()
     parent = None if pipeline else (active.info.run_id if active else os.environ.get(PARENT_ENV) or None)
+    if parent is None and kfp_run and not pipeline:
+        parent = kfp_parent_run(kfp_run)
     exp = experiment_id()
     if parent:
         t["mlflow.parentRunId"] = parent
@@ -182,6 +189,31 @@ def start_run(name: str | None = None, *, pipeline: bool = False, params: dict[s
                 os.environ.pop(PARENT_ENV, None)
             else:
                 os.environ[PARENT_ENV] = prev
+
+
+def kfp_parent_run(kfp_run_id: str) -> str:
+    """The parent run of Kubeflow run `kfp_run_id`: found by tag, else created by the first step
+    that asks. Parallel steps may both create one; all then agree on the oldest and the others
+    delete theirs, so every step's run nests under one parent."""
+    from mlflow import MlflowClient
+
+    client, exp = MlflowClient(), experiment_id()
+
+    def find() -> list[Any]:
+        return client.search_runs([exp], filter_string=f"tags.`{TAG_KFP_RUN}` = '{kfp_run_id}' "
+                                  "and tags.`salnas.kind` = 'pipeline'", order_by=["attributes.start_time ASC"])
+
+    runs = find()
+    if runs:
+        return runs[0].info.run_id
+    mine = client.create_run(exp, run_name=f"pipeline-kfp-{kfp_run_id[:8]}", tags={
+        "salnas.kind": "pipeline", "salnas.pipeline": "kubeflow", TAG_KFP_RUN: kfp_run_id,
+        "mlflow.source.git.commit": git_commit()}).info.run_id
+    client.set_terminated(mine)  # a grouping run: no step ends it, the children carry their own status
+    first = min(find(), key=lambda r: (r.info.start_time, r.info.run_id))  # ties: one order for all
+    if first.info.run_id != mine:
+        client.delete_run(mine)
+    return first.info.run_id
 
 
 def mlflow_logger(run: Any) -> Logger:

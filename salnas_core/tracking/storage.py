@@ -179,7 +179,8 @@ def list_prefix(url: str, client=None) -> list[dict[str, Any]]:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 if not obj["Key"].endswith("/"):
-                    out.append({"key": obj["Key"][len(prefix):], "size": obj["Size"]})
+                    out.append({"key": obj["Key"][len(prefix):], "size": obj["Size"],
+                                "etag": str(obj.get("ETag") or "").strip('"')})
         return out
 
     return with_retries(once, f"list {url}")
@@ -221,15 +222,37 @@ def upload_dir(local_dir: str | os.PathLike, url: str, client=None) -> dict[str,
             "bytes": sum(f["size"] for f in manifest["files"].values())}
 
 
-def download_prefix(url: str, dest_dir: str | os.PathLike, client=None) -> Path:
+def source_index_path(dest_dir: str | os.PathLike) -> Path:
+    """Beside `dest_dir` (its content stays exactly the prefix's): what the last download fetched."""
+    dest_dir = Path(dest_dir)
+    return dest_dir.with_name(f"{dest_dir.name}.salnas-source.json")
+
+
+def _unchanged(old: Path, obj: dict[str, Any] | None, known: dict[str, Any] | None, digest: str | None) -> bool:
+    """Is the copy from the last download still the object's content? Same size, and the same
+    sha256 as the manifest says (recorded, else hashed here), or without a manifest the same ETag."""
+    if obj is None or not old.is_file() or old.stat().st_size != obj["size"]:
+        return False
+    known = known or {}
+    if digest:
+        if known.get("sha256") == digest and known.get("etag") == obj.get("etag"):
+            return True
+        return sha256_file(old) == digest
+    return bool(obj.get("etag")) and known.get("etag") == obj.get("etag") and known.get("size") == obj["size"]
+
+
+def download_prefix(url: str, dest_dir: str | os.PathLike, client=None, reuse: bool = True) -> Path:
     """Download everything under an S3 prefix into `dest_dir`, swapped in whole at the end.
 
     With a manifest (written by `upload_dir`) exactly its files are fetched and checked against their
     sha256; without one (a prefix filled by another tool), every object under the prefix.
+    `reuse`: a file `dest_dir` already holds with the object's content (sha256 from the manifest,
+    else the ETag and size recorded at the last download) is kept instead of downloaded again.
     """
     bucket, key = parse_s3_url(url)
     client = client or s3_client()
     objects = list_prefix(url, client=client)
+    listing = {o["key"]: o for o in objects}
     rels = {o["key"] for o in objects}
     expected: dict[str, str | None]
     if MANIFEST in rels:
@@ -247,16 +270,41 @@ def download_prefix(url: str, dest_dir: str | os.PathLike, client=None) -> Path:
     if not expected:
         raise FileNotFoundError(f"{url}: no objects under this prefix")
     dest_dir = Path(dest_dir)
+    index_path = source_index_path(dest_dir)
+    known: dict[str, Any] = {}
+    if reuse and dest_dir.is_dir() and index_path.is_file():
+        try:
+            idx = json.loads(index_path.read_text())
+            known = (idx.get("files") or {}) if idx.get("url") == url else {}
+        except (ValueError, AttributeError):
+            known = {}
     tmp = dest_dir.with_name(f"{dest_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    index: dict[str, Any] = {}
+    reused = 0
     try:
         for rel, digest in sorted(expected.items()):
             target = tmp / rel
             if not target.resolve().is_relative_to(tmp.resolve()):
                 raise ValueError(f"{url}: object key {rel!r} escapes the destination folder")
-            download_file(f"s3://{bucket}/{_join(key, rel)}", target, client=client, expected_sha256=digest)
+            obj = listing.get(rel)
+            if reuse and _unchanged(dest_dir / rel, obj, known.get(rel), digest):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(dest_dir / rel, target)  # the old folder is swapped out below: no copy needed
+                except OSError:
+                    shutil.copy2(dest_dir / rel, target)
+                reused += 1
+            else:
+                download_file(f"s3://{bucket}/{_join(key, rel)}", target, client=client, expected_sha256=digest)
+            index[rel] = {"size": (obj or {}).get("size"), "etag": (obj or {}).get("etag"), "sha256": digest}
         replace_dir(tmp, dest_dir)
+        with atomic_path(index_path) as tmp_index:
+            Path(tmp_index).write_text(json.dumps({"url": url, "files": index}, indent=1, sort_keys=True))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if reused:
+        log.info("%s: %d of %d files unchanged since the last download (kept), %d downloaded",
+                 url, reused, len(expected), len(expected) - reused)
     return dest_dir

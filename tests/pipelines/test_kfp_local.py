@@ -4,7 +4,9 @@ with the alias `champion` exists and predicts saliency maps. A second run reuses
 tasks and the gate keeps the champion (same score: no registration)."""
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,6 +46,15 @@ def test_kfp_local_pipeline_ends_with_a_champion_that_predicts(mlflow_tracking, 
                                   filter_string=f"tags.mlflow.parentRunId = '{res['parent_run_id']}'")
     steps = {r.data.tags.get("salnas.step") or r.info.run_name for r in children}
     assert "register" in steps, steps
+    # every step run carries the (kfp.local) run id, as on a cluster
+    kfp_ids = {r.data.tags.get(mu.TAG_KFP_RUN) for r in children}
+    assert len(kfp_ids) == 1 and None not in kfp_ids, kfp_ids
+    # publish: each branch's evaluation as KFP Metrics and the report as HTML
+    run_dir = Path(res["run_dir"])
+    metrics = [json.loads(p.read_text()) for p in run_dir.glob("**/publish*/metrics")]
+    assert len(metrics) == 2 and all(any(k.endswith("/cc") for k in m) for m in metrics), metrics
+    pages = [p.read_text() for p in run_dir.glob("**/publish*/report")]
+    assert len(pages) == 2 and all(p.startswith("<!DOCTYPE html>") for p in pages)
 
     model = mu.load_champion(name)
     images = np.random.default_rng(0).integers(0, 256, size=(2, 75, 100, 3), dtype=np.uint8)

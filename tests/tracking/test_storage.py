@@ -163,3 +163,48 @@ def test_corrupt_download_keeps_previous_file(s3_server, s3_prefix, tmp_path):
         storage.download_file(f"s3://{bucket}/{key}", dst)
     assert dst.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["c.bin"]
+
+
+@pytest.mark.parametrize("with_manifest", [True, False])
+def test_download_prefix_keeps_files_it_already_has(s3_prefix, tmp_path, monkeypatch, with_manifest):
+    """The ingest cache: a second download of an unchanged prefix fetches nothing; a changed
+    object is fetched again, the others are kept (manifest sha256, else ETag and size)."""
+    src = tmp_path / "src"
+    files = {"a.txt": b"A", "sub/b.bin": os.urandom(3000), "c.json": b"{}"}
+    url = f"{s3_prefix}/cache-{int(with_manifest)}"
+    if with_manifest:
+        for rel, data in files.items():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).write_bytes(data)
+        storage.upload_dir(src, url)
+    else:
+        for rel, data in files.items():
+            (tmp_path / "one").write_bytes(data)
+            storage.upload_file(tmp_path / "one", f"{url}/{rel}")
+    fetched: list[str] = []
+    real = storage.download_file
+
+    def counting(u, local, **kw):
+        fetched.append(u.rsplit("/", 1)[-1])
+        return real(u, local, **kw)
+
+    monkeypatch.setattr(storage, "download_file", counting)
+    dst = tmp_path / "cache" / "ds"
+    storage.download_prefix(url, dst)
+    assert sorted(fetched) == ["a.txt", "b.bin", "c.json"]
+    fetched.clear()
+    storage.download_prefix(url, dst)
+    assert fetched == []
+    assert {p.relative_to(dst).as_posix(): p.read_bytes() for p in dst.rglob("*") if p.is_file()} == files
+    # one object changes: only it is fetched again
+    (tmp_path / "new").write_bytes(b"B" * 10)
+    if with_manifest:
+        (src / "a.txt").write_bytes(b"B" * 10)
+        storage.upload_dir(src, url)
+    else:
+        storage.upload_file(tmp_path / "new", f"{url}/a.txt")
+    storage.download_prefix(url, dst)
+    assert fetched == ["a.txt"] and (dst / "a.txt").read_bytes() == b"B" * 10
+    fetched.clear()
+    storage.download_prefix(url, dst, reuse=False)
+    assert len(fetched) == 3
