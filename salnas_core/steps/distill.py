@@ -129,13 +129,16 @@ def copy_twin(twin: str, name: str, out: Path, twin_summary: dict[str, Any]) -> 
 def run(variants: str | Path, supernet: str | Path, data: str | Path, out: str | Path,
         variant: str | None = None, preset: str | None = None, self_kd: bool | None = None,
         resume: bool = False, force: bool = False, overrides: dict | None = None,
-        params_path: str | Path | None = None, device: str = "cpu", progress: bool = True,
+        params_path: str | Path | None = None, device: str = "auto", progress: bool = True,
         track: bool = True) -> dict[str, Any]:
     """Distill one or all variants; returns {variant: metrics summary}."""
     from salnas_core.utils.params import step_params
 
     from ._nas_common import file_sha256, find_dataset, params_hash, supernet_file, tracking
 
+    from salnas_core.serve.predict import pick_device
+
+    device = str(pick_device(device))  # auto: cuda when this machine has it (a GPU node), else cpu
     p = step_params("distill", preset, params_path, overrides)
     if self_kd is not None:
         p["self_kd"] = bool(self_kd)

@@ -62,7 +62,7 @@ def dvc_scores(rows: list[dict[str, Any]], eff_rows: list[dict[str, Any]]) -> di
 
 def run(models: str | Path, data: list[str | Path], out: str | Path, search: str | Path | None = None,
         variant: str | None = None, preset: str | None = None, overrides: dict | None = None,
-        params_path: str | Path | None = None, device: str = "cpu", progress: bool = True,
+        params_path: str | Path | None = None, device: str = "auto", progress: bool = True,
         efficiency: bool = True, track: bool = True) -> dict[str, Any]:
     import torch
 
@@ -76,6 +76,9 @@ def run(models: str | Path, data: list[str | Path], out: str | Path, search: str
     from ._nas_common import tracking
 
     t0 = time.perf_counter()
+    from salnas_core.serve.predict import pick_device
+
+    device = str(pick_device(device))  # auto: cuda when this machine has it (a GPU node), else cpu
     p = step_params("evaluate", preset, params_path, overrides)
     out = Path(out)
     found = find_models(Path(models), variant)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .spec import Art, OutParam, Param, StepDef
 
-_DEVICE = Param("device", str, "--device", default="cpu", help="torch device: cpu | cuda")
+_DEVICE = Param("device", str, "--device", default="cpu",
+                help="torch device: cpu | cuda | auto (the default on the command line and in DVC: cuda when present)")
 _FORCE = Param("force", bool, action="store_true", default=False, kfp=False,
                help="run again even if OUT is complete for these params")
 _RESUME = Param("resume", bool, action="store_true", default=False, kfp=False,

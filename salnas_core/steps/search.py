@@ -103,7 +103,7 @@ def mark_same_subnets(variants: dict[str, dict[str, Any]]) -> list[tuple[str, st
 
 def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | None = None,
         overrides: dict | None = None, params_path: str | Path | None = None, force: bool = False,
-        device: str = "cpu", progress: bool = True, track: bool = True) -> dict[str, Any]:
+        device: str = "auto", progress: bool = True, track: bool = True) -> dict[str, Any]:
     """Search; returns the variants and a summary. See the module docstring for the outputs."""
     import torch
 
@@ -136,6 +136,9 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
     )
 
     t_start = time.perf_counter()
+    from salnas_core.serve.predict import pick_device
+
+    device = str(pick_device(device))  # auto: cuda when this machine has it (a GPU node), else cpu
     p = step_params("search", preset, params_path, overrides)
     out = Path(out)
     sn_path = supernet_file(supernet)
