@@ -1,7 +1,8 @@
 """The pyfunc flavour of a registered SalNAS model: images of any size in, saliency maps out.
 
-Importable at top level so the logged model pickles this class by reference (salnas is installed
-wherever the model is served: the project image).
+Logged as models-from-code with the salnas_core package beside it (`code_paths`), so
+`mlflow models serve -m models:/salnas@champion` needs only the logged requirements. The device
+follows the machine it is served on: CUDA when present.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class SaliencyModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from salnas_core.serve.predict import Predictor
 
-        self.predictor = Predictor(context.artifacts["model"], device="cpu")
+        self.predictor = Predictor(context.artifacts["model"], device="auto")
 
     def predict(self, context, model_input, params=None):
         if isinstance(model_input, dict):  # a named tensor input

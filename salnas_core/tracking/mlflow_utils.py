@@ -274,6 +274,56 @@ def find_version(name: str, source_sha256: str) -> Any | None:
     return min(hits, key=lambda v: int(v.version)) if hits else None
 
 
+def package_dir() -> str:
+    """The salnas_core package folder, logged with every model (`code_paths`): `mlflow models serve`
+    then needs only the requirements below, no salnas installation."""
+    from importlib import resources
+
+    return str(resources.files("salnas_core"))
+
+
+def serving_requirements() -> list[str]:
+    """What the logged model needs to load and predict (measured: torch, numpy, tqdm besides mlflow;
+    pillow for image files). torch comes from the PyTorch CPU index: PyPI's torch==2.13.0 is a
+    multi-GB CUDA build (a GPU server may drop the index line to get CUDA)."""
+    import importlib.metadata as md
+
+    import mlflow
+
+    def pin(dist: str) -> str:
+        try:
+            return f"{dist}=={md.version(dist)}"
+        except md.PackageNotFoundError:
+            return dist
+
+    return ["--extra-index-url https://download.pytorch.org/whl/cpu", f"mlflow=={mlflow.__version__}",
+            "torch==2.13.0", pin("numpy"), pin("tqdm"), pin("pillow")]
+
+
+def validate_logged_model(model_uri: str, model_path: str | os.PathLike) -> None:
+    """Score the logged model on its input example the way `mlflow models serve` does (MLflow's
+    scoring code, a fresh process, this environment); raise if it fails or returns no maps."""
+    import tempfile
+
+    import mlflow.models
+
+    example = input_example()
+    with tempfile.TemporaryDirectory(prefix="salnas-validate-") as tmp:
+        out = Path(tmp) / "predictions.json"
+        try:
+            mlflow.models.predict(model_uri=model_uri, input_data=example, env_manager="local",
+                                  output_path=str(out))
+            preds = json.loads(out.read_text())
+        except Exception as e:  # noqa: BLE001 (any failure of the logged model means: do not register)
+            raise UserError(f"{model_path}: the logged model failed validation with mlflow.models.predict "
+                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); not registering") from e
+    maps = np.asarray(preds.get("predictions", preds) if isinstance(preds, dict) else preds, dtype=np.float32)
+    if maps.shape != example.shape[:3] or not np.isfinite(maps).all():
+        raise UserError(f"{model_path}: the logged model returned shape {maps.shape} for an input of "
+                        f"{example.shape}; not registering")
+    log.info("%s: logged model validated with mlflow.models.predict (maps %s)", model_path, maps.shape)
+
+
 def register_model(model_path: str | os.PathLike, *, python_model: str | os.PathLike,
                    name: str = DEFAULT_MODEL_NAME, score: float,
                    metrics: dict[str, float] | None = None, data_version: str | None = None,
@@ -320,9 +370,9 @@ def register_model(model_path: str | os.PathLike, *, python_model: str | os.Path
         mlflow.set_tags({"salnas.data_version": meta["data_version"], TAG_HASH: digest})
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(Path(python_model).resolve()), artifacts={"model": str(model_path)},
-            signature=model_signature(), input_example=input_example(), metadata=meta,
-            pip_requirements=[f"mlflow=={mlflow.__version__}", "torch==2.13.0", f"numpy=={np.__version__}",
-                              "pillow", "salnas"])
+            code_paths=[package_dir()], signature=model_signature(), input_example=input_example(),
+            metadata=meta, pip_requirements=serving_requirements())
+        validate_logged_model(info.model_uri, model_path)  # a model that cannot serve is not registered
         mv = mlflow.register_model(info.model_uri, name, tags=tags)
         run_id = run.info.run_id
     client = MlflowClient()
