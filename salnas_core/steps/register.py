@@ -77,17 +77,28 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
                if k not in ("score", "n", "blur", "cross") and isinstance(v, (int, float))}
     score = float(row["score"])
     version = data_version(data, repo)
+    cost = efficiency_of(evaluate, variant)
+    entry = entry_tags(variant, row, cost, metrics)
     log.info("register: %s (score %.4f on %s) from %s", variant, score, row.get("split", "?"), model_path)
     with mu.start_run("register", params={"model_name": name, "variant": variant, "evaluate": str(evaluate)}) as r:
         if r is None:
             raise RuntimeError("register: tracking is off (SALNAS_TRACKING); the registry needs MLflow")
         reg = mu.register_model(model_path, python_model=pyfunc_model.__file__, name=name, score=score, metrics=metrics, data_version=version,
                                 arch_config=config,
-                                extra_tags={"salnas.variant": variant, "salnas.dataset": str(row.get("dataset", "")),
-                                            "salnas.split": str(row.get("split", "")),
-                                            mu.TAG_PROTOCOL: artifacts.protocol(row)})
+                                extra_tags=entry, description=entry_description(name, variant, score, row, cost,
+                                                                                 metrics, version))
         gate = mu.promote_if_better(name, reg["version"])
         import mlflow
+
+        if reg["created"]:  # the evaluation as one page, beside the registered version's run
+            import tempfile
+
+            from salnas_core.serve import report
+
+            with tempfile.TemporaryDirectory(prefix="salnas-report-") as tmp:
+                page = Path(tmp) / "report.html"
+                report.run(evaluate, None, page, title=f"{name} version {reg['version']} ({variant})")
+                mlflow.log_artifact(str(page))
 
         mlflow.set_tags({"salnas.registered_version": str(reg["version"]),
                          "salnas.gate": "promoted" if gate["promoted"] else "kept"})
@@ -103,6 +114,53 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
     artifacts.write_registration(out, summary)
     log.info("register: %s version %s; %s", name, reg["version"], gate["reason"])
     return summary
+
+
+def efficiency_of(evaluate: str | os.PathLike, variant: str) -> dict[str, Any]:
+    """The variant's CPU row of evaluate's efficiency.json (GMACs, params, latency, the machine), if any."""
+    from salnas_core.utils.io import read_json
+
+    f = Path(evaluate) / "efficiency.json"
+    if not f.is_file():
+        return {}
+    rows = [r for r in (read_json(f).get("rows") or []) if r.get("model") == variant]
+    return next((r for r in rows if r.get("device") == "cpu"), rows[0] if rows else {})
+
+
+def entry_tags(variant: str, row: dict[str, Any], cost: dict[str, Any], metrics: dict[str, float]) -> dict[str, str]:
+    """The registry entry's tags a person reads in the MLflow UI: variant, protocol, costs, metrics."""
+    from salnas_core import artifacts
+    from salnas_core.tracking import mlflow_utils as mu
+
+    tags = {"salnas.variant": variant, "salnas.dataset": str(row.get("dataset", "")),
+            "salnas.split": str(row.get("split", "")), mu.TAG_PROTOCOL: artifacts.protocol(row)}
+    for key, tag in (("gmacs", "salnas.gmacs"), ("mparams", "salnas.mparams"), ("latency_ms_b1", "salnas.latency_ms_b1"),
+                     ("device_name", "salnas.latency_machine")):
+        if cost.get(key) is not None:
+            tags[tag] = f"{cost[key]:.4g}" if isinstance(cost[key], float) else str(cost[key])
+    for k in ("cc", "kld", "nss", "sim", "auc_judd", "sauc", "ig"):
+        if k in metrics:
+            tags[f"salnas.val_{k}"] = f"{metrics[k]:.4f}"
+    if os.environ.get("SALNAS_KFP_RUN_ID"):
+        tags["salnas.kfp_run_id"] = os.environ["SALNAS_KFP_RUN_ID"]
+    return tags
+
+
+def entry_description(name: str, variant: str, score: float, row: dict[str, Any], cost: dict[str, Any],
+                      metrics: dict[str, float], data_version: str) -> str:
+    """A few lines of Markdown for the version's description in the registry."""
+    from salnas_core import artifacts
+
+    m = ", ".join(f"{k.upper().replace('_', '-')} {metrics[k]:.3f}" for k in ("cc", "kld", "nss", "sim", "auc_judd")
+                  if k in metrics)
+    lines = [f"**{name}: variant {variant}** (SalNAS saliency model; uint8 RGB images of any size in, maps out)",
+             f"- held-out metrics ({artifacts.protocol(row)}): {m}; selection score {score:.4f} (lower is better)"]
+    if cost:
+        lines.append(f"- cost at {'x'.join(map(str, cost.get('input_size') or []))}: {cost.get('gmacs', 0):.3f} GMACs, "
+                     f"{cost.get('mparams', 0):.2f} M params, {cost.get('latency_ms_b1', float('nan')):.1f} ms at batch 1 "
+                     f"on {cost.get('device_name') or cost.get('device')}")
+    lines.append(f"- data {data_version}")
+    return "\n".join(lines)
 
 
 def summarize(s: dict[str, Any]) -> str:

@@ -328,7 +328,7 @@ def register_model(model_path: str | os.PathLike, *, python_model: str | os.Path
                    name: str = DEFAULT_MODEL_NAME, score: float,
                    metrics: dict[str, float] | None = None, data_version: str | None = None,
                    arch_config: dict | None = None, git_commit_id: str | None = None,
-                   extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
+                   extra_tags: dict[str, str] | None = None, description: str | None = None) -> dict[str, Any]:
     """Register a `save_model` file as a new version of `name` (or return the existing one).
 
     python_model: the models-from-code file of the pyfunc wrapper
@@ -377,8 +377,9 @@ def register_model(model_path: str | os.PathLike, *, python_model: str | os.Path
         run_id = run.info.run_id
     client = MlflowClient()
     client.update_model_version(name, mv.version, description=(
+        (description + "\n") if description else
         f"SalNAS saliency model; val selection score {float(score):.4f} (lower is better); "
-        f"data {meta['data_version']}; commit {commit}"))
+        f"data {meta['data_version']}; ") + f"- commit {commit}, run {run_id}")
     return {"name": name, "version": int(mv.version), "uri": f"models:/{name}/{mv.version}",
             "source_sha256": digest, "created": True, "run_id": run_id}
 

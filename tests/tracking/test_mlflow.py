@@ -158,9 +158,21 @@ def test_register_step_picks_best_and_is_idempotent(mlflow_tracking, model_files
     atomic_write_json(ds / "manifest.json", {"dataset": "osie", "version": "f" * 64})
     (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  snapshot:\n    cmd: salnas snapshot --out data/raw\n"
                                        "    outs:\n    - path: data/raw\n      md5: 0123abcd.dir\n")
+    atomic_write_json(tmp_path / "evaluate" / "efficiency.json", {"rows": [
+        {"model": "S", "device": "cpu", "device_name": "AMD EPYC x2 threads", "gmacs": 0.41, "mparams": 2.65,
+         "latency_ms_b1": 28.0, "input_size": [288, 384]}]})
     name = f"salnas-{os.environ['MLFLOW_EXPERIMENT_NAME']}"
     s = register.run(tmp_path / "evaluate", tmp_path / "distill", tmp_path / "reg", data=ds, name=name)
     assert (s["variant"], s["score"], s["alias"], s["promoted"]) == ("S", 1.9, "champion", True)
+    # an entry a person can read: tags and description with the variant, costs, metrics, protocol, run
+    from mlflow import MlflowClient
+
+    mv = MlflowClient().get_model_version(name, str(s["version"]))
+    assert mv.tags["salnas.variant"] == "S" and mv.tags["salnas.gmacs"] == "0.41"
+    assert mv.tags["salnas.latency_ms_b1"] == "28" and mv.tags["salnas.latency_machine"] == "AMD EPYC x2 threads"
+    assert mv.tags["salnas.val_cc"] == "0.6000" and mv.tags["salnas.protocol"] == "osie/val/n=?/original-size/blur=off"
+    assert "variant S" in mv.description and "0.410 GMACs" in mv.description and mv.run_id in mv.description
+    assert "report.html" in [a.path for a in MlflowClient().list_artifacts(mv.run_id)]
     assert s["data_version"] == f"dvc:0123abcd.dir;manifest:osie@{'f' * 16}"
     on_disk = json.loads((tmp_path / "reg" / "registered.json").read_text())
     assert on_disk["version"] == s["version"] and on_disk["uri"] == f"models:/{name}/{s['version']}"
