@@ -95,15 +95,39 @@ def test_export_unknown_model_is_a_clear_error(tmp_path, capsys):
     assert "none.pt" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("space,recorded", [("lite", [144, 192]), ("lite", [150, 100]), ("salnas", [144, 192])])
-def test_export_works_whatever_training_size_the_model_records(space, recorded, tmp_path):
-    """Distill records its input size (the cpu preset: 144x192, not a multiple of 32); the working
-    size export traces at is the net's own rule for that aspect, so every model exports."""
-    from conftest import make_model
+@pytest.mark.parametrize("space,resolution,recorded", [
+    ("lite", 256, [144, 192]), ("lite", 384, [150, 100]), ("lite", 384, None), ("salnas", 256, [144, 192]),
+    ("salnas", 384, [97, 211])])
+def test_export_and_predict_work_for_every_model_and_input_size(space, resolution, recorded, tmp_path):
+    """Any space, resolution choice and recorded training size (distill records its input size, e.g.
+    the cpu preset's 144x192, not a multiple of 32): the working size is the net's own rule for that
+    aspect, export traces there, and ONNX agrees with PyTorch on odd, portrait, tiny and large inputs."""
+    import onnxruntime as ort
 
-    path = make_model(space, tmp_path / space / "model.pt", meta={"input_size": recorded})
+    from salnas_core.spaces import get_space
+    from salnas_core.supernet import build_subnet, save_model
+
+    cfg = dict(get_space(space).min_config(), resolution=[resolution])
+    torch.manual_seed(0)
+    path = save_model(tmp_path / space / "model.pt", build_subnet(cfg).eval(),
+                      meta={} if recorded is None else {"input_size": recorded})
     lm = resolve_model(str(path))
-    assert all(s % 32 == 0 for s in lm.working_size) and max(lm.working_size) == lm.resolution
+    assert all(s % 32 == 0 for s in lm.working_size) and max(lm.working_size) == resolution
     out = tmp_path / "m.onnx"
     run(str(path), out, "onnx")
     assert json.loads(out.with_name(out.name + ".json").read_text())["max_abs_diff"] <= 1e-4
+    import torch.nn.functional as F
+
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(1)
+    for b, h, w in ((1, 7, 9), (1, 301, 123), (2, 97, 211), (1, 640, 480)):
+        x = torch.rand(b, 3, h, w, generator=gen)
+        ref = _pytorch(path, x)
+        # the exported graph's contract (its metadata's resize rule): resize to the working size for
+        # this aspect, run, resize the map back, exactly what the eager forward does inside
+        work = lm.net.space.working_size(h, w, resolution)
+        xi = F.interpolate(x, size=work, mode="bilinear", align_corners=False, antialias=True)
+        yo = torch.from_numpy(sess.run(None, {"image": xi.numpy()})[0])
+        got = F.interpolate(yo, size=(h, w), mode="bilinear", align_corners=False).numpy()
+        assert got.shape == ref.shape == (b, 1, h, w)
+        assert np.abs(got - ref).max() <= 1e-4, (h, w)
