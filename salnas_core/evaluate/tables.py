@@ -98,6 +98,16 @@ def _other_fixations(gts: list[_GT], i: int, n_other: int, rng: np.random.Genera
     return m
 
 
+def _rgb(path: Path) -> np.ndarray:
+    """An ingested image as uint8 RGB (H, W, 3), through the one decoder."""
+    from PIL import Image
+
+    from salnas_core.data.images import to_rgb8
+
+    with Image.open(path) as im:
+        return to_rgb8(im)[0]
+
+
 def _predictions(model: Any, root: Path, gts: list[_GT], normalization: str, batch_size: int,
                  device: str, size: Sequence[int] | None = None) -> Iterator[tuple[int, Any]]:
     """Working-size predictions (1, 1, H, W) for each ground-truth item, in order."""
@@ -208,6 +218,19 @@ def evaluate_dataset(models: dict[str, tuple[Any, str, Sequence[int] | None]], r
     for blur in blur_options:
         rows.append({**base, "model": "centre_bias", "blur": blur, "trained_on": dataset, "cross": False,
                      **m, "score": selection(m)})
+    # the classical bottom-up baseline: spectral residual saliency x the same fitted centre bias
+    from .baselines import spectral_residual_x_centre
+
+    def sr_map(i: int):
+        img = _rgb(root / gts[i].item["image"])
+        return torch.from_numpy(spectral_residual_x_centre(img, center, gts[i].fixations.shape)
+                                .astype(np.float32))[None, None]
+
+    m = evaluate_maps(sr_map, gts, center, False, n_other, seed, desc=f"{dataset} spectral residual",
+                      progress=progress)
+    for blur in blur_options:
+        rows.append({**base, "model": "spectral_residual_x_centre", "blur": blur, "trained_on": dataset,
+                     "cross": False, **m, "score": selection(m)})
     for name, (model, norm, size) in models.items():
         preds = {i: p for i, p in _predictions(model, root, gts, norm, batch_size, device, size)}
         src = (trained_on or {}).get(name) or dataset

@@ -75,11 +75,31 @@ def test_evaluate_dataset_rows_and_markdown(tiny_ingested):
     rows = evaluate_dataset({"blob": (_Centre(), "imagenet", None)}, tiny_ingested, blur_options=(False, True),
                             limit=3, n_other=2, trained_on={"blob": "salicon"}, progress=False)
     assert [(r["model"], r["blur"]) for r in rows] == [("centre_bias", False), ("centre_bias", True),
+                                                       ("spectral_residual_x_centre", False),
+                                                       ("spectral_residual_x_centre", True),
                                                        ("blob", False), ("blob", True)]
-    blob = rows[2]
+    blob = rows[4]
+    sr = rows[2]  # the classical baseline is a real map of the image: it differs from the centre bias alone
+    assert sr["cross"] is False and sr["cc"] != rows[0]["cc"] and np.isfinite(sr["score"])
     assert blob["cross"] is True and blob["trained_on"] == "salicon" and blob["dataset"] == "osie"
     assert blob["score"] == pytest.approx((1 - blob["cc"]) + blob["kld"] + (1 - 1 / (1 + np.exp(-blob["nss"])))
                                           + (1 - blob["sim"]) + (1 - blob["auc_judd"]))
     assert blob["cc"] > 0.1  # a centred blob correlates with real fixations
     md = markdown_table(rows)
     assert md.count("### osie") == 2 and "| blob (cross) |" in md and "**" in md
+
+
+def test_spectral_residual_finds_the_odd_one_out():
+    """Hou & Zhang's residual: a small bright square on a regular texture is where the map peaks;
+    the map is a density at the image's size."""
+    from salnas_core.evaluate.baselines import CenterBias, spectral_residual, spectral_residual_x_centre
+
+    yy, xx = np.mgrid[0:120, 0:160]
+    img = np.repeat((127 + 60 * np.sin(xx / 2.0))[..., None], 3, axis=2)
+    img[80:92, 30:42] = 255
+    sr = spectral_residual(img.astype(np.uint8))
+    assert sr.shape == (120, 160) and abs(sr.sum() - 1) < 1e-9 and (sr >= 0).all()
+    peak = np.unravel_index(np.argmax(sr), sr.shape)
+    assert 70 <= peak[0] <= 102 and 20 <= peak[1] <= 52
+    both = spectral_residual_x_centre(img.astype(np.uint8), CenterBias(0.2, 0.2), (60, 80))
+    assert both.shape == (60, 80) and abs(both.sum() - 1) < 1e-9

@@ -18,7 +18,7 @@ def test_evaluate_tables_and_efficiency(distilled, searched, tiny_ingested, tmp_
     s = run(distilled[0], [tiny_ingested], out, search=searched[0], preset="tiny", progress=False, track=False)
     rows = s["rows"]
     names = {r["model"] for r in rows}
-    assert names == {"centre_bias", "M", "M (extracted)"}
+    assert names == {"centre_bias", "spectral_residual_x_centre", "M", "M (extracted)"}
     assert {r["blur"] for r in rows} == {False, True}
     n_val = sum(1 for it in _load(tiny_ingested / "manifest.json")["items"] if it["split"] == "val")
     for r in rows:
@@ -38,7 +38,8 @@ def test_evaluate_tables_and_efficiency(distilled, searched, tiny_ingested, tmp_
     # `dvc metrics show`: one number per dataset x model x metric, with the model's costs
     scores = _load(out / "scores.json")
     (ds,) = scores
-    assert set(scores[ds]) == {"M", "M_blur", "M_extracted", "M_extracted_blur", "centre_bias", "centre_bias_blur"}
+    assert set(scores[ds]) == {"M", "M_blur", "M_extracted", "M_extracted_blur", "centre_bias", "centre_bias_blur",
+                               "spectral_residual_x_centre", "spectral_residual_x_centre_blur"}
     m = scores[ds]["M"]
     assert m["nss"] == next(r["nss"] for r in rows if r["model"] == "M" and not r["blur"])
     assert m["gmacs"] == row["gmacs"] and m["latency_ms_b1"] == row["latency_ms_b1"]
