@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 # subcommand -> (module, one-line help)
@@ -49,7 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_module", None):
         parser.print_help()
         return 2
-    rc = importlib.import_module(args._module).run_cli(args)
+    try:
+        rc = importlib.import_module(args._module).run_cli(args)
+    except (FileNotFoundError, ValueError) as e:  # a user mistake in a file: one line naming it
+        if os.environ.get("SALNAS_DEBUG"):
+            raise
+        print(f"salnas {args.command}: error: {e}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

@@ -75,9 +75,9 @@ def data_version(data: str | os.PathLike | None, repo: str | os.PathLike = ".") 
 
 
 def _arch(model_path: Path) -> tuple[dict, dict]:
-    import torch
+    from salnas_core.utils.io import load_torch_file
 
-    blob = torch.load(model_path, map_location="cpu", weights_only=True)
+    blob = load_torch_file(model_path, "model file")
     if not isinstance(blob, dict) or "config" not in blob:
         raise ValueError(f"{model_path}: not a save_model file (no 'config')")
     return dict(blob["config"]), dict(blob.get("meta") or {})
