@@ -267,7 +267,10 @@ def run(repo: str | os.PathLike | None = None, *, preset: str = "cpu", dataset: 
             _run([dvc, "repro"], repo, env)
             timings["dvc repro"] = time.perf_counter() - t
             if push:
-                _run([dvc, "push", "-r", push], repo, env)
+                from salnas_core.tracking.storage import run_dvc  # bounded retries + total deadline
+
+                _say(f"$ {dvc} push -r {push}")
+                run_dvc([dvc, "push", "-r", push], repo, env)
         else:
             for stage, cmd in stage_commands(repo):
                 t = time.perf_counter()

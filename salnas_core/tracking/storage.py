@@ -339,3 +339,52 @@ def download_prefix(url: str, dest_dir: str | os.PathLike, client=None, require_
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return dest_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# DVC remotes: the same bounds for `dvc push` / `dvc pull` (s3fs under DVC has retries of its own)
+# ---------------------------------------------------------------------------------------------
+
+def dvc_remote_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """`env` plus botocore's standard retry mode with SALNAS_S3_ATTEMPTS attempts for DVC's s3fs.
+
+    Connect/read timeouts for a remote are DVC settings (`connect_timeout`, `read_timeout` in
+    .dvc/config, set for the `s3` remote); s3fs still retries each call 5 times on top, so the
+    total is bounded by `run_dvc`'s deadline.
+    """
+    out = dict(os.environ if env is None else env)
+    out.setdefault("AWS_RETRY_MODE", "standard")
+    out.setdefault("AWS_MAX_ATTEMPTS", str(int(retry_settings()["attempts"])))
+    return out
+
+
+def dvc_deadline() -> float:
+    return _env_num("SALNAS_DVC_DEADLINE", 600.0)
+
+
+def run_dvc(cmd: list[str], cwd: str | os.PathLike, env: dict[str, str] | None = None,
+            deadline_s: float | None = None) -> None:
+    """Run a dvc command that talks to a remote with bounded retries and a total deadline.
+
+    Past `deadline_s` (SALNAS_DVC_DEADLINE, default 600 s) the command and its children are
+    killed and TimeoutError says so in one line; a failure is a RuntimeError with its exit code.
+    """
+    import signal
+    import subprocess
+
+    deadline_s = dvc_deadline() if deadline_s is None else float(deadline_s)
+    shown = " ".join(str(c) for c in cmd)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=dvc_remote_env(env), start_new_session=True)
+    try:
+        rc = proc.wait(timeout=deadline_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise TimeoutError(f"`{shown}` did not finish within {deadline_s:g} s (SALNAS_DVC_DEADLINE): the remote "
+                           f"is unreachable or not answering (in {cwd})") from None
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    if rc != 0:
+        raise RuntimeError(f"`{shown}` failed with exit code {rc} (in {cwd})")
