@@ -113,6 +113,7 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
                                 arch_config=config,
                                 extra_tags={"salnas.variant": variant, "salnas.dataset": str(row.get("dataset", "")),
                                             "salnas.split": str(row.get("split", ""))})
+        score = reg.get("score", score)  # an already registered file keeps its recorded score
         gate = mu.promote_if_better(name, reg["version"])
         import mlflow
 
@@ -125,7 +126,7 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
         "promoted": gate["promoted"], "reason": gate["reason"], "previous_champion": gate["previous"],
         "previous_score": gate["previous_score"], "created": reg["created"], "data_version": version,
         "source_sha256": reg["source_sha256"], "tracking_uri": mu.tracking_uri().split("@")[-1],
-        "champion_uri": f"models:/{name}@{mu.CHAMPION}", "meta": meta,
+        "champion_uri": f"models:/{name}@{mu.CHAMPION}", "meta": meta, "note": reg.get("note"),
     }
     atomic_write_json(Path(out) / "registered.json", summary)
     log.info("register: %s version %s; %s", name, reg["version"], gate["reason"])
