@@ -106,7 +106,9 @@ def _to_rgb8(img: Any) -> np.ndarray:
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)
-    return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy (torch.from_numpy wants one)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.array(img, dtype=np.uint8)  # a writable copy (torch.from_numpy wants one)
 
 
 def load_image(source: Any) -> np.ndarray:
@@ -123,7 +125,8 @@ def load_image(source: Any) -> np.ndarray:
         try:
             with Image.open(path) as img:
                 img.load()  # decode now, so a truncated file fails here and not later
-                img = ImageOps.exif_transpose(img)
+                # in place: no second full-size copy of an already upright (most) photo
+                ImageOps.exif_transpose(img, in_place=True)
                 out = _to_rgb8(img)
         except FileNotFoundError:
             raise ImageReadError(f"{path}: file not found") from None
