@@ -78,8 +78,10 @@ def s3_client(endpoint: str | None = None, access_key: str | None = None, secret
     kw: dict[str, Any] = {}
     if access_key or secret_key:
         kw.update(aws_access_key_id=access_key, aws_secret_access_key=secret_key)
+    # one request never outlives the total deadline either (a server that accepts and never answers)
     cfg = Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": int(attempts), "mode": "standard"},
-                 connect_timeout=st["connect_timeout"], read_timeout=st["read_timeout"], signature_version="s3v4")
+                 connect_timeout=min(st["connect_timeout"], st["deadline"]),
+                 read_timeout=min(st["read_timeout"], st["deadline"]), signature_version="s3v4")
     client = boto3.client("s3", endpoint_url=endpoint or endpoint_from_env(),
                           region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1", config=cfg, **kw)
     _deadline_state(client)
