@@ -385,3 +385,14 @@ def test_damaged_scene_good_rows_unchanged_bad_ones_named(tmp_path, scene_subset
     rep = json.dumps(report["problems"])
     for name in bad:
         assert name in rep, (seed, name, rep)
+
+
+def test_same_stem_different_extension_is_reported(tmp_path, scene_subset):
+    root = _copy_tree(scene_subset, tmp_path / "nus_scene")
+    (root / "stimuli" / "004.png").write_bytes(_jpeg(0))
+    recs, problems = _records(root, "nus_scene")
+    assert recs["004"].image.name == "004.jpg"
+    assert [(Path(p.file).name, p.kind) for p in problems] == [("004.png", "duplicate_id")]
+    src = _dataset(tmp_path / "src", {"a.jpg": _jpeg(0), "a.png": _jpeg(1)}, [_entry("stimuli/a.jpg")])
+    recs, problems = _records(src, "shared_json")
+    assert set(recs) == {"a"} and [Path(p.file).name for p in problems] == ["a.png"]

@@ -32,8 +32,8 @@ def read_nus_scene(root: Path) -> ReadResult:
             sizes = np.asarray(mat_struct(mat_var(load_mat(info), "imgInfo", info))["size"]).reshape(-1, 2)
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"{info}: unexpected imgInfo structure ({e})") from None
-    images = list_images(stimuli)
     res = ReadResult()
+    images = list_images(stimuli, res.problems)
     rows = cells.shape[0]
     # The release's own index: row i is image number i + 1 (001.jpg ... 500.jpg). Files are matched
     # to rows by that number, never by position, so a stray or missing file shifts nothing.

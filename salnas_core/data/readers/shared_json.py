@@ -57,7 +57,7 @@ def read_shared_json(root: Path) -> ReadResult:
         res.records.append(Record(id=stem, image=img if img.is_file() else None, points_rc=pts,
                                   source=str(path), size_hw=size, n_subjects=n_sub))
     for folder in sorted(folders):
-        pair_images(res, list_images(folder), seen, path)
+        pair_images(res, list_images(folder, res.problems), seen, path)
     return res
 
 
