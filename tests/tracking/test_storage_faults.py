@@ -18,9 +18,14 @@ from salnas_core.tracking import services, storage
 
 @pytest.fixture
 def private_s3(tmp_path, monkeypatch):
+    import boto3
+
     svc = services.start_s3(tmp_path / "s3")
     for k, v in svc.env().items():
         monkeypatch.setenv(k, v)
+    # boto3's default session keeps the credentials it first resolved (the shared server's when
+    # other tests ran first): start from a fresh one that reads this server's from the environment
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     state = {"svc": svc, "proc": svc.proc}
 
     def kill() -> None:
