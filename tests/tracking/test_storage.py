@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import EndpointConnectionError
 
 from salnas_core.tracking import storage
 

@@ -13,7 +13,12 @@ import pytest
 import torch
 
 from salnas_core.cli import main
-from salnas_core.train.checkpoint import load_checkpoint, load_supernet, previous_path, save_checkpoint
+from salnas_core.train.checkpoint import (
+    load_checkpoint,
+    load_supernet,
+    previous_path,
+    save_checkpoint,
+)
 
 _KILLED_WRITER = """
 import os, signal, sys
