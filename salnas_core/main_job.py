@@ -182,7 +182,10 @@ def run(*, preset: str = "cpu", dataset: str | None = None, use_dvc: bool = True
         else:
             timings.update(run_in_process(root, sets))
         if dvc and push:
-            _run([dvc, "push", "-r", push], root, env)
+            from salnas_core.tracking.storage import run_dvc  # bounded retries + a total deadline
+
+            _say(f"$ {dvc} push -r {push}")
+            run_dvc([dvc, "push", "-r", push], root, env)
         from salnas_core import artifacts
 
         reg_file = root / "runs" / "register" / artifacts.REGISTRATION

@@ -52,6 +52,10 @@ DATASET_SIGMA: dict[str, tuple[float, tuple[int, int], str]] = {
 
 _EXIF_ORIENTATION = 0x0112
 EDGE_TOLERANCE = 1.0  # px: fixations this close outside the image are clipped, not dropped
+# largest image (width x height) ingest decodes; larger ones are skipped as `image_too_large`
+# (Pillow's own decompression-bomb limit; 20000x20000 would take 1.2 GB as RGB). Override with
+# SALNAS_MAX_IMAGE_PIXELS or ingest(max_pixels=...).
+DEFAULT_MAX_PIXELS = 89_478_485
 
 
 class ItemError(Exception):
@@ -70,6 +74,7 @@ class Settings:
     sigma_ref: float
     sigma_ref_size: tuple[int, int]
     sigma_source: str
+    max_pixels: int = DEFAULT_MAX_PIXELS  # not in the fingerprint: it only decides what is skipped
 
     @property
     def sigma_working(self) -> float:
@@ -106,30 +111,51 @@ def _orientation_point_map(orientation: int, h: int, w: int, pts_rc: np.ndarray)
     return np.stack(out, axis=1)
 
 
+def max_pixels_default() -> int:
+    v = os.environ.get("SALNAS_MAX_IMAGE_PIXELS")
+    return int(v) if v else DEFAULT_MAX_PIXELS
+
+
 def load_image(path: Path, points_rc: np.ndarray | None = None, declared_hw: tuple[int, int] | None = None,
-               declared_by: str = "the annotations") -> tuple[np.ndarray, np.ndarray | None, list[Problem]]:
+               declared_by: str = "the annotations",
+               max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None, list[Problem]]:
     """Decode `path` to uint8 RGB (H, W, 3), upright per EXIF; returns (array, points, warnings).
 
     `points_rc` (continuous, raw-file pixels) are moved with any EXIF rotation so they stay on the
     same image content; if the declared size already matches the rotated image, they are taken as
-    given in the displayed frame. Raises ItemError for unreadable files.
+    given in the displayed frame. Raises ItemError for unreadable files and for images of more
+    than `max_pixels` pixels (checked from the header, before decoding).
     """
+    import warnings as _warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     warnings: list[Problem] = []
     f = str(path)
+    limit = int(max_pixels or max_pixels_default())
     if not Path(path).is_file():
         raise ItemError(Problem(f, "missing_image", "image file not found"))
     if Path(path).stat().st_size == 0:
         raise ItemError(Problem(f, "corrupt_image", "empty image file (0 bytes)"))
     try:
-        im = Image.open(path)
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            im = Image.open(path)
+        if im.width * im.height > limit:
+            im.close()
+            raise ItemError(Problem(f, "image_too_large", f"{im.width}x{im.height} image ({im.width * im.height / 1e6:.1f} "
+                                    f"megapixels) exceeds the limit of {limit / 1e6:.1f} megapixels "
+                                    "(SALNAS_MAX_IMAGE_PIXELS)"))
         # Pillow decodes 16-bit-per-channel colour (PNG/TIFF "RGB;16B") straight to 8 bit: note it
         tile_args = [getattr(t, "args", None) for t in (im.tile or [])]
         deep = any(isinstance(a, str) and ";16" in a for a in tile_args) and im.mode in ("RGB", "RGBA")
         im.load()
     except UnidentifiedImageError:
         raise ItemError(Problem(f, "corrupt_image", "not a readable image (unknown or corrupt format)")) from None
+    except Image.DecompressionBombError as e:  # beyond twice Pillow's global limit: refused in open()
+        raise ItemError(Problem(f, "image_too_large", f"image too large to decode safely ({e})")) from None
+    except MemoryError:
+        raise ItemError(Problem(f, "image_too_large", "not enough memory to decode this image")) from None
     except (OSError, SyntaxError, ValueError) as e:
         # Pillow: "image file is truncated (N bytes not processed)", broken data streams, ...
         raise ItemError(Problem(f, "corrupt_image", f"cannot decode image: {e}")) from None
@@ -235,9 +261,10 @@ def _completed(out: Path, iid: str, fingerprint: dict, stamp: dict) -> dict | No
         return None
 
 
-def process_item(rec: Record, split: str, out: Path, st: Settings) -> tuple[dict, list[Problem], bool]:
+def process_item(rec: Record, split: str, out: Path, st: Settings,
+                 iid: str | None = None) -> tuple[dict, list[Problem], bool]:
     """Validate and write one item; returns (manifest item, warnings, resumed). Raises ItemError."""
-    iid = safe_id(rec.id)
+    iid = iid or safe_id(rec.id)
     if rec.image is None:
         raise ItemError(Problem(rec.source, "fixations_without_image", f"fixations for {rec.id!r} but no image file"))
     stamp = _source_stamp(rec)
@@ -247,7 +274,7 @@ def process_item(rec: Record, split: str, out: Path, st: Settings) -> tuple[dict
 
     if rec.n_fixations == 0:
         raise ItemError(Problem(str(rec.image), "image_without_fixations", f"no fixations in {rec.source}"))
-    arr, pts, warnings = load_image(rec.image, rec.points_rc, rec.size_hw, rec.source)
+    arr, pts, warnings = load_image(rec.image, rec.points_rc, rec.size_hw, rec.source, max_pixels=st.max_pixels)
     h, w = arr.shape[:2]
     ok = gt.inside(pts, (h, w))
     # eye-tracker noise just past the edge (< EDGE_TOLERANCE px) is clipped onto the border pixel,
@@ -336,61 +363,151 @@ def _resolve_source(source: str | os.PathLike) -> Path:
     return root
 
 
+ITEM_DIRS = ("images", "density", "fixations", "items")
+
+
+def item_files(iid: str) -> set[str]:
+    """Every file (relative to the dataset folder) that item `iid` owns."""
+    return {f"images/{iid}.png", f"density/{iid}.npy", f"fixations/{iid}.npy", f"fixations/{iid}.orig.npy",
+            f"items/{iid}.json"}
+
+
 def _cleanup(out: Path, keep: set[str]) -> int:
-    """Remove leftovers of interrupted writes and items no longer in the dataset (our own files only)."""
+    """Remove leftovers of interrupted writes and items no longer in the dataset (our own folders only).
+
+    A file stays only if it is exactly one of the files a kept item owns (item_files), so an id
+    with dots in it (`1005.v2`) keeps its files.
+    """
+    wanted: set[str] = set()
+    for iid in keep:
+        wanted |= item_files(iid)
     removed = 0
-    for sub in ("images", "density", "fixations", "items"):
+    for sub in ITEM_DIRS:
         d = out / sub
         if not d.is_dir():
             continue
         for p in d.iterdir():
-            stem = p.name.split(".")[0] if sub != "items" else p.name[: -len(".json")] if p.name.endswith(".json") else None
-            if ".tmp-" in p.name or stem not in keep:
+            if p.is_file() and f"{sub}/{p.name}" not in wanted:
                 p.unlink(missing_ok=True)
                 removed += 1
     return removed
 
 
+def _unique_ids(records: list[Record]) -> tuple[list[Record], dict[int, str], list[Problem]]:
+    """File-safe ids for the records; records whose ids collide are all reported and skipped.
+
+    Two different files (`a b.jpg`, `a_b.jpg`) that map to one id cannot both be kept, and keeping
+    either would be a guess: each is reported naming the other, the rest of the dataset goes on.
+    """
+    by_id: dict[str, list[Record]] = {}
+    for r in records:
+        by_id.setdefault(safe_id(r.id), []).append(r)
+    keep, ids, problems = [], {}, []
+    for iid, group in by_id.items():
+        if len(group) == 1:
+            keep.append(group[0])
+            ids[id(group[0])] = iid
+            continue
+        names = [str(r.image) if r.image is not None else f"{r.id!r} in {r.source}" for r in group]
+        for r, n in zip(group, names):
+            others = ", ".join(o for o in names if o != n)
+            problems.append(Problem(n, "duplicate_id", f"maps to the same item id {iid!r} as {others}; "
+                                    "both skipped (rename one of them)"))
+    return keep, ids, problems
+
+
+def _count_kinds(problems: list[Problem]) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for p in problems:
+        kinds[p.kind] = kinds.get(p.kind, 0) + 1
+    return kinds
+
+
+def _stopped_report(dest: Path, fmt: str, source, problems: list[Problem], exc: BaseException, t0: float,
+                    n_records: int | None, n_items: int) -> None:
+    """report.json for a run that stopped: what stopped it, and every problem found until then."""
+    try:
+        atomic_write_json(dest / "report.json", {
+            "dataset": dest.name, "format": fmt, "source": str(source), "stopped": f"{type(exc).__name__}: {exc}",
+            "counts": {"records": n_records, "ingested_before_stop": n_items,
+                       "errors": sum(p.severity == "error" for p in problems),
+                       "warnings": sum(p.severity == "warning" for p in problems), "by_kind": _count_kinds(problems)},
+            "problems": [p.as_dict() for p in problems],
+            "timing": {"wall_s": round(time.perf_counter() - t0, 3)}})
+    except OSError as e:  # the output folder itself is unusable: the original error matters more
+        log.error("could not write %s: %s", dest / "report.json", e)
+
+
 def ingest(source: str | os.PathLike, fmt: str, out: str | os.PathLike, working_size: tuple[int, int] = (288, 384),
            limit: int | None = None, seed: int = 42, name: str | None = None, sigma: float | None = None,
            sigma_ref_size: tuple[int, int] | None = None, workers: int | None = None,
-           progress: bool = True, source_label: str | None = None) -> dict[str, Any]:
+           progress: bool = True, source_label: str | None = None,
+           max_pixels: int | None = None) -> dict[str, Any]:
     """Ingest the local folder `source` read as `fmt` into OUT/<dataset>/; returns the summary.
-    `source_label`: what report and manifest record as the source (the s3:// prefix it came from)."""
-    from tqdm.auto import tqdm
+    `source_label`: what report and manifest record as the source (the s3:// prefix it came from).
 
+    Nothing about a single item stops the run: it is reported and skipped. What stops it (an
+    unreadable annotation file, a missing source, Ctrl-C) still leaves OUT/<dataset>/report.json
+    with the reason and the problems found so far (no manifest.json).
+    """
     t0 = time.perf_counter()
     root = _resolve_source(source)
     source = source_label or source
-    result = get_reader(fmt)(root)
-    dataset = _dataset_name(fmt, root, result.meta, name)
+    problems: list[Problem] = []
+    items: list[dict] = []
+    state: dict[str, Any] = {"n_records": None}
+    try:
+        result = get_reader(fmt)(root)
+    except BaseException as e:
+        dest = Path(out) / _dataset_name(fmt, root, {}, name)
+        dest.mkdir(parents=True, exist_ok=True)
+        _stopped_report(dest, fmt, source, problems, e, t0, None, 0)
+        raise
+    dest = Path(out) / _dataset_name(fmt, root, result.meta, name)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        return _ingest(source, fmt, root, result, dest, problems, items, state, t0, working_size, limit, seed,
+                       sigma, sigma_ref_size, workers, progress, max_pixels)
+    except BaseException as e:
+        _stopped_report(dest, fmt, source, problems, e, t0, state["n_records"], len(items))
+        raise
+
+
+def _ingest(source, fmt: str, root: Path, result, dest: Path, problems: list[Problem], items: list[dict],
+            state: dict, t0: float, working_size, limit, seed, sigma, sigma_ref_size, workers, progress,
+            max_pixels) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    dataset = dest.name
+    state["n_records"] = len(result.records)
+    problems.extend(result.problems)
     working_size = (int(working_size[0]), int(working_size[1]))
     s_ref, s_size, s_src = resolve_sigma(dataset, result.meta, sigma, sigma_ref_size, working_size)
-    st = Settings(dataset, fmt, working_size, s_ref, s_size, s_src)
+    st = Settings(dataset, fmt, working_size, s_ref, s_size, s_src, int(max_pixels or max_pixels_default()))
     synthetic = bool(result.meta.get("synthetic"))
     if synthetic:
         log.warning("SYNTHETIC dataset %s: generated images and fixations, not human eye-tracking data", root)
 
-    records = sorted(result.records, key=lambda r: r.id)
-    ids = [safe_id(r.id) for r in records]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{root}: two records map to the same id after making ids file-safe")
-    # split over every listed id (bad ones too), so one broken file cannot reshuffle the split
-    splits = assign_splits(dataset, ids, seed, {safe_id(r.id): r.split for r in records})
+    all_records = sorted(result.records, key=lambda r: r.id)
+    records, ids, dup = _unique_ids(all_records)
+    problems.extend(dup)
+    # split over every listed id (bad and duplicated ones too), so one broken file cannot reshuffle the split
+    every_id = sorted({safe_id(r.id) for r in all_records})
+    splits = assign_splits(dataset, every_id, seed, {ids[id(r)]: r.split for r in records})
     if limit is not None:
         records = records[: int(limit)]
-    dest = Path(out) / dataset
-    dest.mkdir(parents=True, exist_ok=True)
-    problems: list[Problem] = list(result.problems)
-    items: list[dict] = []
     resumed = 0
     workers = workers or min(4, os.cpu_count() or 1)
 
     def work(rec: Record):
+        iid = ids[id(rec)]
         try:
-            return process_item(rec, splits[safe_id(rec.id)], dest, st)
+            return process_item(rec, splits[iid], dest, st, iid)
         except ItemError as e:
             return e.problem
+        except Exception as e:  # anything else about one item is that item's problem, not the run's
+            log.debug("item %s failed", iid, exc_info=True)
+            return Problem(str(rec.image or rec.source), "item_failed", f"{type(e).__name__}: {e}")
 
     bar = tqdm(total=len(records), desc=f"ingest {dataset}", unit="img", disable=not progress)
     pool = ThreadPoolExecutor(max_workers=workers)
@@ -418,16 +535,13 @@ def ingest(source: str | os.PathLike, fmt: str, out: str | os.PathLike, working_
         [it["id"], it["split"], it["sha256"]] for it in items]}, sort_keys=True).encode()).hexdigest()
     wall = time.perf_counter() - t0
     n_fix = int(sum(it["n_fixations"] for it in items))
-    kinds: dict[str, int] = {}
-    for p in problems:
-        kinds[p.kind] = kinds.get(p.kind, 0) + 1
     report = {
         "dataset": dataset, "format": fmt, "source": str(source), "synthetic": synthetic,
         "counts": {"records": len(result.records), "attempted": len(records), "ingested": len(items),
                    "skipped": len(records) - len(items),
                    "resumed": resumed, "removed_stale_files": removed, "fixations": n_fix,
                    "errors": sum(p.severity == "error" for p in problems),
-                   "warnings": sum(p.severity == "warning" for p in problems), "by_kind": kinds},
+                   "warnings": sum(p.severity == "warning" for p in problems), "by_kind": _count_kinds(problems)},
         "problems": [p.as_dict() for p in problems],
         "timing": {"wall_s": round(wall, 3), "images_per_s": round(len(items) / wall, 2) if wall > 0 else None},
     }

@@ -106,7 +106,8 @@ def load_image(source: Any) -> np.ndarray:
         try:
             with Image.open(path) as img:
                 img.load()  # decode now, so a truncated file fails here and not later
-                img = ImageOps.exif_transpose(img)
+                # in place: no second full-size copy of an already upright (most) photo
+                ImageOps.exif_transpose(img, in_place=True)
                 out = _to_rgb8(img)
         except FileNotFoundError:
             raise ImageReadError(f"{path}: file not found") from None

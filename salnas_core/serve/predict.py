@@ -102,6 +102,8 @@ class Predictor:
 
         h, w = rgb.shape[:2]
         H, W = self.input_size(h, w)
+        rgb = _reduce_huge(rgb, (H, W))  # a float copy of an 80 MP photo alone would take ~1 GB
+        h, w = rgb.shape[:2]
         x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=None if rgb.flags.writeable else True, order="C")).permute(2, 0, 1)[None].float().div_(255.0)
         if self.fit != "pad":
             box = (0, 0, H, W)
@@ -159,6 +161,24 @@ class Predictor:
         return maps
 
 
+# Inputs above this many pixels are first reduced in uint8 (Pillow's box reduction by an integer
+# factor, keeping at least twice the input size on each side) before the float resize; smaller
+# ones (every usual photo) take the float path unchanged.
+HUGE_PIXELS = 24_000_000
+
+
+def _reduce_huge(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    if h * w <= HUGE_PIXELS:
+        return rgb
+    factor = max(1, min(h // (2 * size_hw[0]), w // (2 * size_hw[1])))
+    if factor < 2:
+        return rgb
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb), "RGB").reduce(factor))
+
+
 def predict_images(model: Any, images: Any, *, batch_size: int = 8, device: str = "auto",
                    fit: str = "aspect") -> Any:
     """Saliency maps for in-memory images, each at its image's original size.
@@ -184,10 +204,17 @@ def to_uint16(saliency: np.ndarray) -> np.ndarray:
     hi = float(m.max(initial=0.0))
     if not np.isfinite(hi) or hi <= 0:
         return np.zeros(m.shape, dtype=np.uint16)
-    # float64: float32 rounding could shift a level near the top of the 16-bit range
-    out = m.astype(np.float64) * (65535.0 / hi)
-    np.clip(out, 0.0, 65535.0, out=out)
-    return np.rint(out, out=out).astype(np.uint16)
+    res = np.empty(m.shape, dtype=np.uint16)
+    flat_in, flat_out = m.reshape(-1), res.reshape(-1)
+    for i in range(0, flat_in.size, _BLOCK):  # in blocks: no float64 copy of a whole 80 MP map
+        # float64: float32 rounding could shift a level near the top of the 16-bit range
+        out = flat_in[i:i + _BLOCK].astype(np.float64) * (65535.0 / hi)
+        np.clip(out, 0.0, 65535.0, out=out)
+        flat_out[i:i + _BLOCK] = np.rint(out, out=out)
+    return res
+
+
+_BLOCK = 1 << 20  # elements per block of the whole-image arithmetic below
 
 
 def save_png16(path: str | os.PathLike, saliency: np.ndarray) -> Path:
@@ -218,16 +245,23 @@ def overlay(rgb: np.ndarray, saliency: np.ndarray, cmap: str = "inferno", alpha:
     picture whatever the net's sigmoid floor is."""
     import matplotlib
 
-    m = np.asarray(saliency, dtype=np.float32)
-    lo, hi = float(m.min(initial=np.inf)), float(m.max(initial=-np.inf))
-    m = np.clip((m - lo) / (hi - lo), 0.0, 1.0) if np.isfinite(hi - lo) and hi > lo else np.zeros_like(m)
-    # integer indices pick the colormap's 256-entry table as uint8: no float64 RGBA copy of a 12 MP
-    # photo; no pyplot, so nothing opens a window
-    idx = np.rint(m * 255.0).astype(np.uint8)
-    colors = matplotlib.colormaps[cmap].resampled(256)(idx, bytes=True)[..., :3].astype(np.float32)
-    a = (alpha * m)[..., None]
-    out = rgb.astype(np.float32) * (1.0 - a) + colors * a
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    sal = np.asarray(saliency, dtype=np.float32)
+    lo, hi = float(sal.min(initial=np.inf)), float(sal.max(initial=-np.inf))
+    flat = np.isfinite(hi - lo) and hi > lo
+    table = matplotlib.colormaps[cmap].resampled(256)
+    res = np.empty(sal.shape + (3,), dtype=np.uint8)
+    rows = max(1, _BLOCK // max(1, sal.shape[1]))
+    for r in range(0, sal.shape[0], rows):  # row blocks: memory stays ~ the output, whatever the size
+        s_ = slice(r, r + rows)
+        m = np.clip((sal[s_] - lo) / (hi - lo), 0.0, 1.0) if flat else np.zeros_like(sal[s_])
+        # integer indices pick the colormap's 256-entry table as uint8: no float64 RGBA copy; no
+        # pyplot, so nothing opens a window
+        idx = np.rint(m * 255.0).astype(np.uint8)
+        colors = table(idx, bytes=True)[..., :3].astype(np.float32)
+        a = (alpha * m)[..., None]
+        out = rgb[s_].astype(np.float32) * (1.0 - a) + colors * a
+        res[s_] = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return res
 
 
 def save_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 90) -> Path:

@@ -43,9 +43,9 @@ def data_version(data: str | os.PathLike | None, repo: str | os.PathLike | None 
 
 
 def _arch(model_path: Path) -> tuple[dict, dict]:
-    import torch
+    from salnas_core.utils.io import load_torch_file
 
-    blob = torch.load(model_path, map_location="cpu", weights_only=True)
+    blob = load_torch_file(model_path, "model file")
     if not isinstance(blob, dict) or "config" not in blob:
         raise UserError(f"{model_path}: not a save_model file (no 'config')")
     return dict(blob["config"]), dict(blob.get("meta") or {})
@@ -87,6 +87,7 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
                                 arch_config=config,
                                 extra_tags=entry, description=entry_description(name, variant, score, row, cost,
                                                                                  metrics, version))
+        score = reg.get("score", score)  # an already registered file keeps its recorded score
         gate = mu.promote_if_better(name, reg["version"])
         import mlflow
 
@@ -109,7 +110,7 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
         "promoted": gate["promoted"], "reason": gate["reason"], "previous_champion": gate["previous"],
         "previous_score": gate["previous_score"], "created": reg["created"], "data_version": version,
         "source_sha256": reg["source_sha256"], "tracking_uri": mu.tracking_uri().split("@")[-1],
-        "champion_uri": f"models:/{name}@{mu.CHAMPION}", "meta": meta,
+        "champion_uri": f"models:/{name}@{mu.CHAMPION}", "meta": meta, "note": reg.get("note"),
     }
     artifacts.write_registration(out, summary)
     log.info("register: %s version %s; %s", name, reg["version"], gate["reason"])

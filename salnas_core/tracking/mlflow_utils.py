@@ -335,7 +335,9 @@ def register_model(model_path: str | os.PathLike, *, python_model: str | os.Path
     (`salnas_core.serve.pyfunc_model.__file__`).
     score: the validation selection score (lower is better) the champion gate compares.
     Logs into the active run (the register step's run) or a new `register` run. Returns
-    {"name", "version", "uri", "source_sha256", "created": bool, "run_id"}.
+    {"name", "version", "uri", "source_sha256", "created": bool, "run_id", "score" (the score the
+    registry holds for that version), "note" (None, or why a new score was not applied)}. Safe
+    under concurrent use: two runs registering the same file at once end with one version.
     """
     import mlflow
     import mlflow.pyfunc
@@ -353,8 +355,7 @@ def register_model(model_path: str | os.PathLike, *, python_model: str | os.Path
     found = find_version(name, digest)
     if found is not None:
         log.info("%s: already registered as %s version %s (same sha256)", model_path, name, found.version)
-        return {"name": name, "version": int(found.version), "uri": f"models:/{name}/{found.version}",
-                "source_sha256": digest, "created": False, "run_id": found.run_id}
+        return _existing(name, found, digest, float(score), model_path)
 
     commit = git_commit_id or git_commit()
     metrics = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
@@ -376,12 +377,40 @@ def register_model(model_path: str | os.PathLike, *, python_model: str | os.Path
         mv = mlflow.register_model(info.model_uri, name, tags=tags)
         run_id = run.info.run_id
     client = MlflowClient()
+    # Two registrations of one file started together both passed the check above: the lowest
+    # version with this sha256 wins and every other one removes its own version again, so each
+    # run ends with the same single version (version numbers are unique in the registry's store).
+    winner = find_version(name, digest)
+    if winner is not None and int(winner.version) != int(mv.version):
+        log.warning("%s: registered concurrently with another run as %s version %s; version %s removed, "
+                    "the earlier one kept", model_path, name, winner.version, mv.version)
+        client.delete_model_version(name, mv.version)
+        return _existing(name, winner, digest, float(score), model_path)
     client.update_model_version(name, mv.version, description=(
         (description + "\n") if description else
         f"SalNAS saliency model; val selection score {float(score):.4f} (lower is better); "
         f"data {meta['data_version']}; ") + f"- commit {commit}, run {run_id}")
     return {"name": name, "version": int(mv.version), "uri": f"models:/{name}/{mv.version}",
-            "source_sha256": digest, "created": True, "run_id": run_id}
+            "source_sha256": digest, "created": True, "run_id": run_id, "score": float(score), "note": None}
+
+
+def _existing(name: str, mv: Any, digest: str, score: float, model_path: Path) -> dict[str, Any]:
+    """What register_model returns for a file already registered: that version and its recorded score.
+
+    A new evaluation of the same file does not change the record (the champion gate compared the
+    recorded score); the returned note says so, and `score` is the one the registry holds.
+    """
+    try:
+        recorded = float((mv.tags or {})[TAG_SCORE])
+    except (KeyError, ValueError, TypeError):
+        recorded = score
+    note = None
+    if not math.isclose(recorded, score, rel_tol=1e-9, abs_tol=1e-12):
+        note = (f"{model_path} is already registered as {name} version {mv.version} with score {recorded:.6g}; "
+                f"the new evaluation's score {score:.6g} was not applied (the record is kept as it was)")
+        log.warning("%s", note)
+    return {"name": name, "version": int(mv.version), "uri": f"models:/{name}/{mv.version}",
+            "source_sha256": digest, "created": False, "run_id": mv.run_id, "score": recorded, "note": note}
 
 
 def get_champion(name: str = DEFAULT_MODEL_NAME) -> Any | None:

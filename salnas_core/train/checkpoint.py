@@ -5,14 +5,20 @@ ints and tensors so that `torch.load(..., weights_only=True)` accepts them.
 """
 from __future__ import annotations
 
+import logging
+import os
 import random
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from salnas_core.utils.io import torch_save_atomic
+from salnas_core.utils.io import atomic_path, load_torch_file, remove_stale_temporaries, torch_save_atomic
+
+log = logging.getLogger(__name__)
 
 CKPT_FORMAT = "salnas-train-ckpt/1"
 SUPERNET_FORMAT = "salnas-supernet/1"
@@ -55,21 +61,85 @@ def set_rng_state(state: dict[str, Any], loader_generator: torch.Generator | Non
         arch_rng.setstate(_as_tuple(state["arch"]))
 
 
+def previous_path(path: str | Path) -> Path:
+    """Where `save_checkpoint` keeps the checkpoint it replaced (`last.pt` -> `last.pt.prev`)."""
+    path = Path(path)
+    return path.with_name(path.name + ".prev")
+
+
+def clean_run_folder(path: str | Path) -> list[Path]:
+    """Remove `*.tmp-<pid>` leftovers of killed writers next to checkpoint `path` and in its run folder.
+
+    A checkpoint lives in `<run>/checkpoints/`; the run folder holds metrics.json and plots/, which
+    are written atomically too (utils/io), so a kill can leave their temporaries as well.
+    """
+    folder = Path(path).parent
+    dirs = [folder]
+    if folder.name == "checkpoints":
+        dirs += [folder.parent, folder.parent / "plots"]
+    removed = [p for d in dirs for p in remove_stale_temporaries(d)]
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run: %s", len(removed),
+                 ", ".join(str(p) for p in removed[:5]) + (" ..." if len(removed) > 5 else ""))
+    return removed
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    return torch_save_atomic({"format": CKPT_FORMAT, **state}, path)
+    """Write the checkpoint atomically; the one it replaces is kept as `<name>.prev` (hard link).
+
+    So a latest checkpoint found unreadable later (disk full, a copy cut short) still leaves the
+    previous good one for `load_checkpoint`.
+    """
+    path = Path(path)
+    clean_run_folder(path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": CKPT_FORMAT, **state}, tmp)
+        if path.is_file():
+            prev = previous_path(path)
+            with atomic_path(prev) as ptmp:
+                try:
+                    os.link(path, ptmp)
+                except OSError:  # a filesystem without hard links
+                    shutil.copy2(path, ptmp)
+    return path
+
+
+def _read_checkpoint(path: Path, map_location) -> dict[str, Any]:
+    ckpt = load_torch_file(path, "training checkpoint", map_location=map_location)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        raise ValueError(f"{path}: not a SalNAS training checkpoint (format "
+                         f"{ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r})")
+    return ckpt
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load the checkpoint to resume from, cleaning up after an interrupted run first.
+
+    Leftover temporaries are removed. An unreadable `path` is set aside as
+    `<name>.corrupt-<time>` with a warning and the previous good checkpoint (`<name>.prev`) is used;
+    without one, the error says where the bad file went (a rerun then starts afresh).
+    """
     path = Path(path)
+    clean_run_folder(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint not found (nothing to resume)")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated or foreign file: say which and why
-        raise ValueError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-        raise ValueError(f"{path}: not a SalNAS training checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r})")
-    return ckpt
+        return _read_checkpoint(path, map_location)
+    except ValueError as e:
+        bad = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, bad)
+        prev = previous_path(path)
+        if prev.is_file():
+            try:
+                ckpt = _read_checkpoint(prev, map_location)
+            except ValueError as e2:
+                log.warning("%s", e2)
+            else:
+                log.warning("%s; set aside as %s, resuming from the previous checkpoint %s (epoch %s)",
+                            e, bad.name, prev.name, ckpt.get("epoch"))
+                return ckpt
+        raise ValueError(f"{e}; set aside as {bad.name} and no earlier good checkpoint: run again to start "
+                         "afresh") from None
 
 
 def set_resolutions(model: torch.nn.Module, resolutions: list[int] | tuple[int, ...] | None) -> torch.nn.Module:
@@ -105,10 +175,7 @@ def load_supernet(path: str | Path, map_location: str | torch.device = "cpu") ->
     """Rebuild the supernet saved by `save_supernet` (space from the file, weights loaded)."""
     from salnas_core.supernet import create_supernet
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: supernet file not found")
-    obj = torch.load(path, map_location=map_location, weights_only=True)
+    obj = load_torch_file(path, "supernet file", map_location=map_location)
     if not isinstance(obj, dict) or obj.get("format") != SUPERNET_FORMAT:
         raise ValueError(f"{path}: not a SalNAS supernet file")
     model = create_supernet(obj["space"], pretrained=False)

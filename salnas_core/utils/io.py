@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -117,3 +118,58 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+
+
+def load_torch_file(path: str | os.PathLike, what: str = "model file", map_location: Any = "cpu") -> Any:
+    """`torch.load(weights_only=True)` whose errors name the file in one line.
+
+    A truncated, foreign or malicious file (a pickle that wants to run code) is refused by
+    weights_only; the error says which file and why instead of a pickle traceback.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), EOFError, ...
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+        if type(e).__name__ == "UnpicklingError" and "weights_only" in str(e):
+            first = "it holds code or objects other than weights (refused by torch.load weights_only=True)"
+        raise UserError(f"{path}: not a readable {what} ({type(e).__name__}: {first})") from None
+
+
+_TMP_SUFFIX = re.compile(r"\.tmp-(\d+)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the `*.tmp-<pid>` leftovers (files or folders) of killed writers in `folder`.
+
+    Only temporaries of processes that no longer run are removed: a writer that is still
+    working (this process included) keeps its file. Returns what was removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TMP_SUFFIX.search(p.name)
+        if not m or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import EndpointConnectionError
 
 from salnas_core.tracking import storage
 
@@ -24,37 +24,17 @@ def test_parse_s3_url_rejects(url):
         storage.parse_s3_url(url)
 
 
-def test_with_retries_backs_off_exponentially_then_succeeds():
-    calls, sleeps = [], []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) < 4:
-            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
-        return "ok"
-
-    assert storage.with_retries(flaky, "t", attempts=5, backoff=1.0, sleep=sleeps.append) == "ok"
-    assert len(calls) == 4 and len(sleeps) == 3
-    for i, d in enumerate(sleeps):  # base * 2**i, jittered into [half, full]
-        assert 0.5 * 2 ** i <= d <= 2 ** i
-
-
-def test_with_retries_gives_up_and_does_not_retry_client_errors():
-    sleeps = []
-    with pytest.raises(EndpointConnectionError):
-        storage.with_retries(lambda: (_ for _ in ()).throw(EndpointConnectionError(endpoint_url="x")),
-                             "t", attempts=3, backoff=0.0, sleep=sleeps.append)
-    assert len(sleeps) == 2
-    denied = ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "Put")
-    calls = []
-
-    def forbidden():
-        calls.append(1)
-        raise denied
-
-    with pytest.raises(ClientError):
-        storage.with_retries(forbidden, "t", attempts=5, backoff=0.0, sleep=sleeps.append)
-    assert len(calls) == 1
+def test_client_uses_botocore_standard_retries_with_bounds(monkeypatch):
+    monkeypatch.setenv("SALNAS_S3_ATTEMPTS", "4")
+    monkeypatch.setenv("SALNAS_S3_CONNECT_TIMEOUT", "2")
+    monkeypatch.setenv("SALNAS_S3_READ_TIMEOUT", "7")
+    cfg = storage.s3_client(endpoint="http://127.0.0.1:1").meta.config
+    assert cfg.retries == {"total_max_attempts": 4, "mode": "standard"}
+    assert (cfg.connect_timeout, cfg.read_timeout) == (2.0, 7.0)
+    assert storage.s3_client(endpoint="http://127.0.0.1:1", retries=0).meta.config.retries["total_max_attempts"] == 1
+    monkeypatch.setenv("SALNAS_S3_ATTEMPTS", "lots")
+    with pytest.raises(ValueError, match="SALNAS_S3_ATTEMPTS='lots'"):
+        storage.s3_client()
 
 
 def test_file_roundtrip(s3_prefix, tmp_path):
@@ -91,7 +71,7 @@ def _fail_first(client, event: str, n: int, exc_factory):
 
 
 def test_transient_upload_errors_are_retried(s3_prefix, tmp_path, monkeypatch):
-    monkeypatch.setenv("SALNAS_S3_BACKOFF", "0.01")
+    monkeypatch.setenv("SALNAS_S3_ATTEMPTS", "3")
     client = storage.s3_client()
     seen = _fail_first(client, "before-send.s3.PutObject", 2,
                        lambda: EndpointConnectionError(endpoint_url=client.meta.endpoint_url))
@@ -100,6 +80,33 @@ def test_transient_upload_errors_are_retried(s3_prefix, tmp_path, monkeypatch):
     storage.upload_file(src, f"{s3_prefix}/a.txt", client=client)
     assert len(seen) == 3
     assert storage.download_file(f"{s3_prefix}/a.txt", tmp_path / "b.txt").read_text() == "payload"
+
+
+def test_retries_are_bounded(s3_prefix, tmp_path, monkeypatch):
+    monkeypatch.setenv("SALNAS_S3_ATTEMPTS", "2")
+    client = storage.s3_client()
+    seen = _fail_first(client, "before-send.s3.PutObject", 99,
+                       lambda: EndpointConnectionError(endpoint_url=client.meta.endpoint_url))
+    src = tmp_path / "a.txt"
+    src.write_text("payload")
+    with pytest.raises(Exception, match="Could not connect"):
+        storage.upload_file(src, f"{s3_prefix}/a.txt", client=client)
+    assert len(seen) == 2
+
+
+def test_total_deadline_stops_retrying(s3_prefix, tmp_path, monkeypatch):
+    """Many attempts allowed, but no request starts after the deadline: S3DeadlineError, not a retry."""
+    monkeypatch.setenv("SALNAS_S3_ATTEMPTS", "50")
+    monkeypatch.setenv("SALNAS_S3_DEADLINE", "0.5")
+    client = storage.s3_client()
+    seen = _fail_first(client, "before-send.s3.PutObject", 999,
+                       lambda: EndpointConnectionError(endpoint_url=client.meta.endpoint_url))
+    src = tmp_path / "a.txt"
+    src.write_text("payload")
+    with pytest.raises(Exception, match="SALNAS_S3_DEADLINE") as ei:
+        storage.upload_file(src, f"{s3_prefix}/a.txt", client=client)
+    assert "upload" in str(ei.value) and str(src) in str(ei.value)
+    assert 1 <= len(seen) < 50
 
 
 def test_wrong_credentials_fail_fast(s3_server, s3_prefix, tmp_path):
@@ -132,7 +139,6 @@ def test_dir_roundtrip_and_manifest(s3_prefix, tmp_path):
 
 def test_failed_dir_upload_leaves_nothing(s3_prefix, tmp_path, monkeypatch):
     monkeypatch.setenv("SALNAS_S3_ATTEMPTS", "2")
-    monkeypatch.setenv("SALNAS_S3_BACKOFF", "0.01")
     src = tmp_path / "src"
     src.mkdir()
     for i in range(4):
@@ -140,17 +146,47 @@ def test_failed_dir_upload_leaves_nothing(s3_prefix, tmp_path, monkeypatch):
     client = storage.s3_client()
     seen = []
 
-    def hook(params, **kw):  # the third file keeps failing with a server error
-        seen.append(params["Key"])
-        if params["Key"].endswith("f2.txt"):
-            raise ClientError({"Error": {"Code": "InternalError"}, "ResponseMetadata": {"HTTPStatusCode": 500}},
-                              "PutObject")
+    def hook(request, **kw):  # the third file keeps failing with a connection error
+        seen.append(request.url)
+        if request.url.endswith("f2.txt"):
+            raise EndpointConnectionError(endpoint_url=client.meta.endpoint_url)
 
-    client.meta.events.register("before-parameter-build.s3.PutObject", hook)
-    with pytest.raises(Exception, match="InternalError"):
+    client.meta.events.register("before-send.s3.PutObject", hook)
+    with pytest.raises(Exception, match="Could not connect"):
         storage.upload_dir(src, f"{s3_prefix}/ds", client=client)
-    assert sum(k.endswith("f2.txt") for k in seen) == 2  # retried once, then gave up
+    assert sum(u.endswith("f2.txt") for u in seen) == 2  # retried once, then gave up
     assert storage.list_prefix(f"{s3_prefix}/ds") == []  # complete or absent
+    with pytest.raises(FileNotFoundError, match="no objects and no .salnas-manifest.json"):
+        storage.download_prefix(f"{s3_prefix}/ds", tmp_path / "dst")
+
+
+def test_prefix_without_manifest_is_refused(s3_prefix, tmp_path):
+    client = storage.s3_client()
+    bucket, key = storage.parse_s3_url(s3_prefix)
+    for i in range(3):
+        client.put_object(Bucket=bucket, Key=f"{key}/raw/f{i}.txt", Body=b"x")
+    with pytest.raises(FileNotFoundError, match=r"3 objects but no \.salnas-manifest\.json.*nothing downloaded"):
+        storage.download_prefix(f"{s3_prefix}/raw", tmp_path / "dst")
+    assert not (tmp_path / "dst").exists()
+    got = storage.download_prefix(f"{s3_prefix}/raw", tmp_path / "dst", require_manifest=False)
+    assert sorted(p.name for p in got.iterdir()) == ["f0.txt", "f1.txt", "f2.txt"]
+
+
+def test_object_changed_behind_the_manifest_is_refused(s3_prefix, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("A")
+    (src / "b.txt").write_text("B")
+    storage.upload_dir(src, f"{s3_prefix}/ds")
+    bucket, key = storage.parse_s3_url(f"{s3_prefix}/ds/b.txt")
+    client = storage.s3_client()
+    client.put_object(Bucket=bucket, Key=key, Body=b"C")  # same size, other bytes, no sha metadata
+    with pytest.raises(IOError, match="b.txt: sha256"):
+        storage.download_prefix(f"{s3_prefix}/ds", tmp_path / "dst")
+    client.delete_object(Bucket=bucket, Key=key)
+    with pytest.raises(FileNotFoundError, match="1 of the 2 files its manifest lists are missing"):
+        storage.download_prefix(f"{s3_prefix}/ds", tmp_path / "dst")
+    assert not (tmp_path / "dst").exists()
 
 
 def test_corrupt_download_keeps_previous_file(s3_server, s3_prefix, tmp_path):
@@ -177,7 +213,8 @@ def test_download_prefix_keeps_files_it_already_has(s3_prefix, tmp_path, monkeyp
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             (src / rel).write_bytes(data)
         storage.upload_dir(src, url)
-    else:
+    else:  # data another tool put there: taken unverified, only when asked
+        monkeypatch.setenv("SALNAS_S3_ALLOW_NO_MANIFEST", "1")
         for rel, data in files.items():
             (tmp_path / "one").write_bytes(data)
             storage.upload_file(tmp_path / "one", f"{url}/{rel}")

@@ -250,13 +250,22 @@ _MAT_DTYPES = {"double": np.float64, "single": np.float32, "int8": np.int8, "uin
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 
 
-def list_images(folder: Path) -> dict[str, Path]:
-    """stem -> path of the image files directly in `folder` (sorted, hidden files ignored)."""
+def list_images(folder: Path, problems: list[Problem] | None = None) -> dict[str, Path]:
+    """stem -> path of the image files directly in `folder` (sorted, hidden files ignored).
+
+    Two files with one stem (`a.jpg`, `a.png`): the first is listed; the second is reported in
+    `problems` (when given) as `duplicate_id`.
+    """
     out: dict[str, Path] = {}
     if folder.is_dir():
         for p in sorted(folder.iterdir()):
             if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."):
-                out.setdefault(p.stem, p)
+                if p.stem in out:
+                    if problems is not None:
+                        problems.append(Problem(str(p), "duplicate_id", f"same name as {out[p.stem].name} "
+                                                "apart from the extension; ignored"))
+                    continue
+                out[p.stem] = p
     return out
 
 

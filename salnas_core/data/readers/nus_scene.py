@@ -2,8 +2,10 @@
 
 Source: github.com/Yanakz/Scene data/ (as in ../shared/data/nus_scene): stimuli/<001..500>.jpg,
 fixations.mat with `fixations`, a 500x12 cell (image x subject slot, some empty) of Nx4 arrays
-[y, x, onset_s, duration_s] (y first; MATLAB 1-based), rows following the sorted file names;
-imgInfo.mat with `imgInfo.size`, 500x2 [height width].
+[y, x, onset_s, duration_s] (y first; MATLAB 1-based), row i belonging to image number i
+(001.jpg ... 500.jpg); imgInfo.mat with `imgInfo.size`, 500x2 [height width]. Files are matched to
+rows by their number, not their position in the folder: a stray, missing or duplicated file is
+reported and shifts nothing; the declared sizes are checked against each image at ingest.
 """
 from __future__ import annotations
 
@@ -30,16 +32,35 @@ def read_nus_scene(root: Path) -> ReadResult:
             sizes = np.asarray(mat_struct(mat_var(load_mat(info), "imgInfo", info))["size"]).reshape(-1, 2)
         except (KeyError, ValueError, TypeError) as e:
             raise ValueError(f"{info}: unexpected imgInfo structure ({e})") from None
-    names = list(list_images(stimuli).items())
     res = ReadResult()
-    if len(names) != cells.shape[0]:
-        res.problems.append(Problem(str(mat), "count_mismatch", f"{cells.shape[0]} rows of fixations but "
-                                    f"{len(names)} images in {stimuli}; rows matched to sorted names"))
-    for i in range(max(cells.shape[0], len(names))):
-        stem, path = names[i] if i < len(names) else (f"row{i + 1:03d}", None)
-        if i >= cells.shape[0]:
-            res.problems.append(Problem(str(path), "image_without_fixations", f"no row for this image in {mat}"))
+    images = list_images(stimuli, res.problems)
+    rows = cells.shape[0]
+    # The release's own index: row i is image number i + 1 (001.jpg ... 500.jpg). Files are matched
+    # to rows by that number, never by position, so a stray or missing file shifts nothing.
+    by_number: dict[int, tuple[str, Path]] = {}
+    clashing: set[int] = set()
+    for stem, p in images.items():
+        n = int(stem) if stem.isascii() and stem.isdigit() else None
+        if n is None or not 1 <= n <= rows:
+            res.problems.append(Problem(str(p), "image_without_fixations",
+                                        f"not an image number 1..{rows} of {mat} (rows follow the numbers "
+                                        "001..); ignored"))
             continue
+        if n in by_number or n in clashing:
+            other = by_number.pop(n, None)
+            clashing.add(n)
+            res.problems.append(Problem(str(p), "duplicate_id", f"image number {n} is also "
+                                        f"{other[1].name if other else 'another file'}; row {n} kept for neither"))
+            continue
+        by_number[n] = (stem, p)
+    if sizes is not None and len(sizes) != rows:
+        res.problems.append(Problem(str(info), "count_mismatch", f"{len(sizes)} image sizes for {rows} rows of "
+                                    f"{mat}; sizes not checked", "warning"))
+        sizes = None
+    for i in range(rows):
+        if i + 1 in clashing:
+            continue
+        stem, path = by_number.get(i + 1, (f"{i + 1:03d}", None))
         parts, n_sub = [], 0
         try:
             for c in cells[i]:
@@ -53,7 +74,7 @@ def read_nus_scene(root: Path) -> ReadResult:
         except (TypeError, ValueError) as e:
             res.problems.append(Problem(f"{mat} fixations{{{i + 1},:}}", "malformed_annotation", str(e)))
             continue
-        size = tuple(int(v) for v in sizes[i]) if sizes is not None and i < len(sizes) else None
+        size = tuple(int(v) for v in sizes[i]) if sizes is not None else None
         res.records.append(Record(id=stem, image=path, points_rc=np.concatenate(parts) if parts else np.zeros((0, 2)),
-                                  source=str(mat), size_hw=size, n_subjects=n_sub))
+                                  source=f"{mat} row {i + 1}", size_hw=size, n_subjects=n_sub))
     return res
