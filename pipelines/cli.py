@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from salnas_core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PACKAGE = "build/salnas_pipeline.yaml"  # compile writes it, submit reads it
@@ -75,8 +77,11 @@ def _defaults(args: argparse.Namespace) -> dict[str, Any]:
 def run_local(source: str, fmt: str = "shared_json", preset: str = "tiny", limit: int = 0, epochs: int = 0,
               distill_epochs: int = 0, budgets: list[str] | None = None, constraints: dict | None = None,
               model_name: str = "salnas", pipeline_root: str = "runs/kfp-local",
-              cache: bool = False) -> dict[str, Any]:
-    """Run the whole pipeline with kfp.local (lightweight components, this interpreter).
+              cache: bool = False, runner: str = "subprocess", image: str | None = None) -> dict[str, Any]:
+    """Run the whole pipeline with kfp.local: `runner="subprocess"` runs the lightweight components in
+    this interpreter; `runner="docker"` runs each in the project image (`image`, built by
+    `bash scripts/image build`) with kfp.local's DockerRunner: artifacts pass between containers
+    through the pipeline root, the steps reach the MLflow and S3 servers on loopback (host network).
 
     Returns {"run_dir", "parent_run_id", "gate", "registered"} read from the run's artifacts.
     """
@@ -87,12 +92,16 @@ def run_local(source: str, fmt: str = "shared_json", preset: str = "tiny", limit
 
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    # use_venv=False: tasks run in this interpreter, where salnas is installed
     # cache: a rerun reuses every task whose command and inputs are unchanged (kfp.local's cache
     # under PIPELINE_ROOT/.kfp_cache); gate and register never cache
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True,
-               enable_caching=cache)
-    pipe = build_pipeline("python")
+    if runner == "docker":
+        run_with = docker_runner(image, source)
+    elif runner == "subprocess":
+        run_with = local.SubprocessRunner(use_venv=False)  # tasks run in this interpreter, where salnas is installed
+    else:
+        raise UserError(f"--runner: {runner!r} (subprocess | docker)")
+    local.init(runner=run_with, pipeline_root=str(root), raise_on_error=True, enable_caching=cache)
+    pipe = build_pipeline("python", image=image if runner == "docker" else None)
     args = {"source": source, "fmt": fmt, "preset": preset, "limit": limit, "epochs": epochs,
             "distill_epochs": distill_epochs, "model_name": model_name}
     if budgets:
@@ -118,6 +127,66 @@ def run_local(source: str, fmt: str = "shared_json", preset: str = "tiny", limit
         hits = sorted(run_dir.glob(pattern))
         out[key] = json.loads(hits[0].read_text()) if hits else None
     return out
+
+
+# the environment a step container gets from this process: where the servers are, and the
+# credentials (passed at run time, never baked into the image)
+PASS_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_EXPERIMENT_NAME", "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "SALNAS_S3_ENDPOINT",
+            "SALNAS_PARENT_RUN_ID", "SALNAS_TRACKING", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION")
+
+
+def docker_runner(image: str | None, source: str):
+    """A DockerRunner over the project image: host network (the servers on loopback), this user's
+    uid (files in the pipeline root stay the caller's), the dataset source mounted read-only at the
+    same path, and PASS_ENV from this process."""
+    import docker  # kfp.local's own dependency
+    from kfp import local
+
+    if not image:
+        raise UserError("--runner docker needs --image (e.g. the tag `bash scripts/image build` prints)")
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri.startswith(("http://", "https://")):
+        raise UserError("--runner docker needs an MLflow tracking server the containers can reach "
+                        "(MLFLOW_TRACKING_URI=http://...; `bash scripts/services start` runs one)")
+    try:
+        docker.from_env().images.get(image)
+    except docker.errors.ImageNotFound:
+        raise UserError(f"{image}: no such image here (build it: bash scripts/image build)") from None
+    except docker.errors.DockerException as e:
+        raise UserError(f"no Docker engine reachable ({e}); `bash scripts/image daemon start`") from None
+    volumes = {}
+    if "://" not in source:
+        src = str(Path(source).resolve())
+        volumes[src] = {"bind": src, "mode": "ro"}
+    return local.DockerRunner(network_mode="host", user=f"{os.getuid()}:{os.getgid()}", volumes=volumes,
+                              environment=_LiveEnv(PASS_ENV))
+
+
+class _LiveEnv(dict):
+    """The PASS_ENV variables as they are when a container starts (docker-py reads the mapping then)."""
+
+    def __init__(self, names):
+        super().__init__()
+        self._names = names
+
+    def _now(self) -> dict[str, str]:
+        return {k: os.environ[k] for k in self._names if k in os.environ}
+
+    def items(self):
+        return self._now().items()
+
+    def keys(self):
+        return self._now().keys()
+
+    def __iter__(self):
+        return iter(self._now())
+
+    def __len__(self):
+        return len(self._now())
+
+    def __getitem__(self, k):
+        return self._now()[k]
 
 
 def submit(host: str, package: str, arguments: dict[str, Any] | None = None, run_name: str | None = None,
@@ -205,6 +274,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--pipeline-root", default="runs/kfp-local")
     r.add_argument("--no-cache", dest="cache", action="store_false",
                    help="rerun every task (default: reuse unchanged tasks of earlier runs)")
+    r.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
+                   help="subprocess: this interpreter; docker: every step in the project image (--image)")
+    r.add_argument("--image", default=None, help="the project image for --runner docker (bash scripts/image build)")
     _add_pipeline_params(r, tiny=True)
 
     s = sub.add_parser("submit", help="submit a compiled pipeline to a Kubeflow Pipelines server")
@@ -230,7 +302,8 @@ def run_cli(args: argparse.Namespace) -> int:
             d = _defaults(args)
             if "source" not in d:
                 d["source"] = default_source(d.get("preset") or "tiny")
-            res = run_local(pipeline_root=args.pipeline_root, cache=args.cache, **d)
+            res = run_local(pipeline_root=args.pipeline_root, cache=args.cache, runner=args.runner, image=args.image,
+                            **d)
             print(json.dumps(res, indent=1, default=str))
         elif cmd == "submit":
             import yaml

@@ -295,7 +295,8 @@ def test_docker_images_match_the_project(ir):
         assert f"ARG TORCH_VERSION={torch_pin}" in text, name
         for pkg in ("salnas_core", "components", "pipelines", "params.yaml"):
             assert re.search(rf"^COPY .*\b{re.escape(pkg)}\b", text, re.M), f"{name} does not copy {pkg}"
-        assert "pip install -e ." in text
+        assert re.search(r"pip install (--no-index --find-links \"\$WHEELS_URL\" )?\. ", text), name  # a wheel install
+        assert re.search(r"^ARG BASE=python:3.11-slim$", text, re.M) and "FROM ${BASE}" in text, name
         assert "ENV HOME=/home/salnas" in text and CACHE_MOUNT.startswith("/home/salnas/")
         assert re.search(r"^USER salnas$", text, re.M)
 
