@@ -35,6 +35,18 @@ def sample_sandwich(model: nn.Module, rng: random.Random, n_random: int = 2) -> 
     return configs
 
 
+def dropout_nchw(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Training-mode `F.dropout` whose mask is drawn in NCHW order whatever `x`'s memory format.
+
+    `F.dropout` fills its mask in memory order, so a channels_last tensor would get another mask
+    from the same seed; drawing it contiguous keeps channels_last training on the same random
+    stream as NCHW training (the CPU `F.dropout` is exactly this: bernoulli mask / (1 - p) * x)."""
+    if x.is_contiguous() or not x.is_floating_point():
+        return F.dropout(x, p, training=True)
+    noise = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - p).div_(1.0 - p)
+    return x * noise
+
+
 class MaxSubnetRegularisation:
     """Dropout before the output head and drop-connect (stochastic depth) on identity residuals,
     added to a supernet through hooks, as AttentiveNAS's `set_dropout_rate(dropout, drop_connect)`
@@ -67,7 +79,7 @@ class MaxSubnetRegularisation:
 
     def _dropout_hook(self, module: nn.Module, args: tuple):
         if self.dropout > 0 and module.training:
-            return (F.dropout(args[0], self.dropout, training=True),) + tuple(args[1:])
+            return (dropout_nchw(args[0], self.dropout),) + tuple(args[1:])
         return None
 
     def _drop_connect_hook(self, module: nn.Module, args: tuple, out: torch.Tensor):
