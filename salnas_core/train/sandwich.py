@@ -107,12 +107,15 @@ def sandwich_backward(model: nn.Module, configs: list[tuple[str, dict]], images:
                       cfg: SandwichConfig, regulariser: MaxSubnetRegularisation | None = None,
                       scale: float = 1.0,
                       backward: Callable[[torch.Tensor], None] | None = None,
-                      autocast: Callable[[], Any] | None = None) -> dict[str, float]:
+                      autocast: Callable[[], Any] | None = None,
+                      after_first: Callable[[], None] | None = None) -> dict[str, float]:
     """Forward and backward every subnet of `configs` on one (micro-)batch, accumulating gradients.
 
     `target` is the KLD/CC target (ground truth or Self-KD mix), `fixations` the real fixations for
     NSS. Each loss is multiplied by `scale` (1 / micro-batches) before its backward pass; `backward`
-    defaults to `loss.backward()` (the trainer passes the AMP scaler's). Returns unscaled losses.
+    defaults to `loss.backward()` (the trainer passes the AMP scaler's). `after_first` is called once
+    the first subnet (the max, the only one that draws random numbers) is through its backward pass:
+    the trainer starts loading the next batch there. Returns unscaled losses.
     """
     backward = backward or (lambda loss: loss.backward())
     autocast = autocast or contextlib.nullcontext
@@ -133,6 +136,9 @@ def sandwich_backward(model: nn.Module, configs: list[tuple[str, dict]], images:
                 raise FloatingPointError(f"sandwich step: {name} subnet loss is {loss.item()} (config {config})")
             backward(loss * scale)
             losses[name] = float(loss.detach())
+            if after_first is not None:
+                after_first()
+                after_first = None
     finally:
         if regulariser is not None:
             regulariser.set(0.0, 0.0)
