@@ -70,8 +70,10 @@ class TrainConfig:
     # run 1.5x faster on CPU than in NCHW (bench/RESULTS.md); same losses within float tolerance
     channels_last: bool = True
     # load the next batch in a background thread while the step's random and min subnets compute
-    # (started after the max subnet, the step's only draw from torch's RNG: same batches, same stream)
-    prefetch: bool = True
+    # (started after the max subnet, the step's only draw from torch's RNG: same batches, same stream).
+    # Off by default: on 2 shared cores the loader (~3% of a step) found no idle core to hide in
+    # (bench/RESULTS.md, "Supernet training epochs"); worth trying where cores are spare
+    prefetch: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
