@@ -34,7 +34,8 @@ TRAIN_TITLE = "## Sandwich training step vs its four static subnets (bench/super
 TRAIN_INTRO = ("One sandwich step of the supernet (max + 2 random + min, forward + backward each, one SGD step) "
                "vs the sum of the four extracted static subnets' steps (forward + backward + SGD step each), "
                "same batch and weights, pretrained lite, fp32 CPU; interleaved rounds, medians. Goal: ratio <= 1.3. "
-               "The machine is shared (load average in the machine column): compare within a row.")
+               "The machine is shared (load average in the machine column): compare within a row."
+               " With 2 threads on this shared 2-core machine the rounds swing 3-25 s whenever other jobs run (OpenMP threads contending): those rows' medians are noise; the 1-thread rows are the measurement.")
 TRAIN_HEADER = ("| date | machine | torch threads | layout | input | sandwich step s | static steps sum s | "
                 "ratio | max loss diff | command |\n|---|---|---|---|---|---|---|---|---|---|")
 
