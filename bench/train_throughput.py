@@ -59,10 +59,11 @@ def epochs(args, model, cmd: str) -> None:
     h, w = args.size
     train = SaliencyDataset(args.data, "train", normalization="lite", augment=True, size=(h, w))
     val = SaliencyDataset(args.data, "val", normalization="lite", augment=False, size=(h, w))
-    base = dict(batch_size=args.batch, lr=0.035, t0=3, epochs=3, self_kd=True, seed=3407,
-                steps_per_epoch=args.steps or None)
-    variants = {"old": dict(channels_last=False, prefetch=False), "new": dict(channels_last=True, prefetch=False),
-                "new_prefetch": dict(channels_last=True, prefetch=True)}
+    base = {"batch_size": args.batch, "lr": 0.035, "t0": 3, "epochs": 3, "self_kd": True, "seed": 3407,
+            "steps_per_epoch": args.steps or None}
+    variants = {"old": {"channels_last": False, "prefetch": False},
+                "new": {"channels_last": True, "prefetch": False},
+                "new_prefetch": {"channels_last": True, "prefetch": True}}
     trainers = {}
     for name, kw in variants.items():
         tr = SupernetTrainer(copy.deepcopy(model), train, val, TrainConfig(**base, **kw),
@@ -126,7 +127,7 @@ def main() -> None:
              "fixations": (torch.rand(b, 1, h, w, generator=g) > 0.995).float()}
     dummy = TensorDataset(torch.zeros(b))
     # the cpu preset's TrainConfig (params.yaml); the rest are TrainConfig's defaults
-    base = dict(batch_size=b, lr=0.035, t0=3, epochs=3, self_kd=True, seed=3407)
+    base = {"batch_size": b, "lr": 0.035, "t0": 3, "epochs": 3, "self_kd": True, "seed": 3407}
     trainers = {}
     for name, cl in (("old", False), ("new", True)):
         tr = SupernetTrainer(copy.deepcopy(model), dummy, dummy, TrainConfig(channels_last=cl, **base),

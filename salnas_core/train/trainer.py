@@ -135,7 +135,7 @@ class BackgroundFetch:
         self._thread: threading.Thread | None = None
         self._result: tuple[Any, BaseException | None] = (None, None)
 
-    def __iter__(self) -> "BackgroundFetch":
+    def __iter__(self) -> BackgroundFetch:
         return self
 
     def _fetch(self) -> None:

@@ -91,8 +91,8 @@ def test_sandwich_losses_equal_the_extracted_static_subnets_on_the_same_weights(
             with torch.no_grad():
                 want[name] = float(loss_fn(sub(x, out_size=(64, 96)), batch["density"], batch["fixations"]))
         got = tr.train_step(batch, use_teacher=False)
-        for name in want:
-            assert abs(got[name] - want[name]) <= 1e-5 * max(1.0, abs(want[name])), (name, got, want)
+        for name, loss in want.items():
+            assert abs(got[name] - loss) <= 1e-5 * max(1.0, abs(loss)), (name, got, want)
 
 
 def test_channels_last_training_gives_the_nchw_losses(tmp_path):
