@@ -77,14 +77,14 @@ class DynamicConv2d(nn.Module):
                       in_segments: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
         """The weight slice of the active shape: (out, in or 1, k, k)."""
         k = self.active_kernel_size if kernel_size is None else kernel_size
-        if self.depthwise:
-            w = self.weight[:in_channels]
+        out = in_channels if self.depthwise else (self.active_out_channels if out_channels is None else out_channels)
+        if self.depthwise or not (in_segments and len(in_segments) > 1 and not _contiguous(in_segments)):
+            # a prefix; the max shape takes the parameter itself: no slice view, so no full-size
+            # zero-filled gradient buffer in backward and no re-layout of a strided view in oneDNN
+            full = out == self.max_out and (self.depthwise or in_channels == self.max_in)
+            w = self.weight if full else self.weight[:out] if self.depthwise else self.weight[:out, :in_channels]
         else:
-            out = self.active_out_channels if out_channels is None else out_channels
-            if in_segments and len(in_segments) > 1 and not _contiguous(in_segments):
-                w = torch.cat([self.weight[:out, s:s + n] for s, n in in_segments], 1)
-            else:  # a prefix (a full slice at the max size is a view, no copy)
-                w = self.weight[:out, :in_channels]
+            w = torch.cat([self.weight[:out, s:s + n] for s, n in in_segments], 1)
         return self._kernel(w, k)
 
     def forward(self, x: torch.Tensor, in_segments: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:

@@ -166,7 +166,8 @@ def set_resolutions(model: torch.nn.Module, resolutions: list[int] | tuple[int, 
 
 def save_supernet(path: str | Path, model: torch.nn.Module, space: str, meta: dict | None = None) -> Path:
     """The supernet file that `search` reads: `{"format", "space", "state_dict", "meta"}`."""
-    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # contiguous: a channels_last-trained supernet gives the same file as an NCHW one
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return torch_save_atomic({"format": SUPERNET_FORMAT, "space": space, "state_dict": sd,
                               "meta": dict(meta or {})}, path)
 

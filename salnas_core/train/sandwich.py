@@ -35,6 +35,18 @@ def sample_sandwich(model: nn.Module, rng: random.Random, n_random: int = 2) -> 
     return configs
 
 
+def dropout_nchw(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Training-mode `F.dropout` whose mask is drawn in NCHW order whatever `x`'s memory format.
+
+    `F.dropout` fills its mask in memory order, so a channels_last tensor would get another mask
+    from the same seed; drawing it contiguous keeps channels_last training on the same random
+    stream as NCHW training (the CPU `F.dropout` is exactly this: bernoulli mask / (1 - p) * x)."""
+    if x.is_contiguous() or not x.is_floating_point():
+        return F.dropout(x, p, training=True)
+    noise = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - p).div_(1.0 - p)
+    return x * noise
+
+
 class MaxSubnetRegularisation:
     """Dropout before the output head and drop-connect (stochastic depth) on identity residuals,
     added to a supernet through hooks, as AttentiveNAS's `set_dropout_rate(dropout, drop_connect)`
@@ -67,7 +79,7 @@ class MaxSubnetRegularisation:
 
     def _dropout_hook(self, module: nn.Module, args: tuple):
         if self.dropout > 0 and module.training:
-            return (F.dropout(args[0], self.dropout, training=True),) + tuple(args[1:])
+            return (dropout_nchw(args[0], self.dropout),) + tuple(args[1:])
         return None
 
     def _drop_connect_hook(self, module: nn.Module, args: tuple, out: torch.Tensor):
@@ -95,12 +107,15 @@ def sandwich_backward(model: nn.Module, configs: list[tuple[str, dict]], images:
                       cfg: SandwichConfig, regulariser: MaxSubnetRegularisation | None = None,
                       scale: float = 1.0,
                       backward: Callable[[torch.Tensor], None] | None = None,
-                      autocast: Callable[[], Any] | None = None) -> dict[str, float]:
+                      autocast: Callable[[], Any] | None = None,
+                      after_first: Callable[[], None] | None = None) -> dict[str, float]:
     """Forward and backward every subnet of `configs` on one (micro-)batch, accumulating gradients.
 
     `target` is the KLD/CC target (ground truth or Self-KD mix), `fixations` the real fixations for
     NSS. Each loss is multiplied by `scale` (1 / micro-batches) before its backward pass; `backward`
-    defaults to `loss.backward()` (the trainer passes the AMP scaler's). Returns unscaled losses.
+    defaults to `loss.backward()` (the trainer passes the AMP scaler's). `after_first` is called once
+    the first subnet (the max, the only one that draws random numbers) is through its backward pass:
+    the trainer starts loading the next batch there. Returns unscaled losses.
     """
     backward = backward or (lambda loss: loss.backward())
     autocast = autocast or contextlib.nullcontext
@@ -121,6 +136,9 @@ def sandwich_backward(model: nn.Module, configs: list[tuple[str, dict]], images:
                 raise FloatingPointError(f"sandwich step: {name} subnet loss is {loss.item()} (config {config})")
             backward(loss * scale)
             losses[name] = float(loss.detach())
+            if after_first is not None:
+                after_first()
+                after_first = None
     finally:
         if regulariser is not None:
             regulariser.set(0.0, 0.0)

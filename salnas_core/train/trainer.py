@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import random
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -65,6 +66,14 @@ class TrainConfig:
     val_limit: int | None = None   # None: the whole validation split
     num_workers: int = 0
     log_every: int = 10
+    # NHWC weights and activations while training and validating: oneDNN's depthwise and 1x1 convs
+    # run 1.5x faster on CPU than in NCHW (bench/RESULTS.md); same losses within float tolerance
+    channels_last: bool = True
+    # load the next batch in a background thread while the step's random and min subnets compute
+    # (started after the max subnet, the step's only draw from torch's RNG: same batches, same stream).
+    # Off by default: on 2 shared cores the loader (~3% of a step) found no idle core to hide in
+    # (bench/RESULTS.md, "Supernet training epochs"); worth trying where cores are spare
+    prefetch: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -107,9 +116,56 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def _to(batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return (batch["image"].to(device, non_blocking=True), batch["density"].to(device, non_blocking=True),
-            batch["fixations"].to(device, non_blocking=True))
+def _to(batch: dict[str, Any], device: torch.device,
+        memory_format: torch.memory_format = torch.contiguous_format) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+    return images, batch["density"].to(device, non_blocking=True), batch["fixations"].to(device, non_blocking=True)
+
+
+class BackgroundFetch:
+    """Iterates `iterable`; `start_next()` fetches the next item in a background thread, which the
+    next `next()` joins (without that call, `next()` fetches in the caller's thread).
+
+    Same items in the same order as a plain loop, and the same fetches (a loop that breaks early
+    still fetched the item it breaks on). Started where the caller draws no more random numbers,
+    the data's augmentation draws from torch's global RNG keep their place in the stream."""
+
+    def __init__(self, iterable: Any):
+        self._it = iter(iterable)
+        self._thread: threading.Thread | None = None
+        self._result: tuple[Any, BaseException | None] = (None, None)
+
+    def __iter__(self) -> BackgroundFetch:
+        return self
+
+    def _fetch(self) -> None:
+        try:
+            self._result = (next(self._it), None)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread (StopIteration too)
+            self._result = (None, e)
+
+    def start_next(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._fetch, name="salnas-prefetch", daemon=True)
+            self._thread.start()
+
+    def __next__(self) -> Any:
+        if self._thread is None:
+            self._fetch()
+        else:
+            self._thread.join()
+            self._thread = None
+        (item, err), self._result = self._result, (None, None)
+        if err is not None:
+            raise err
+        return item
+
+    def close(self) -> None:
+        """Wait for a fetch in flight (its item is dropped)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._result = (None, None)
 
 
 def calibration_subset(dataset: Dataset, n: int, seed: int) -> Dataset:
@@ -147,6 +203,9 @@ class SupernetTrainer:
         _seed_all(cfg.seed)  # same seed on every rank: same init, same subnet draws
         self.model = model.to(self.device)
         dist_utils.broadcast_model(self.model)
+        # before the teacher's copy, so the teacher runs channels_last too
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         self.arch_rng = random.Random(cfg.seed)
         self.loader_gen = torch.Generator().manual_seed(cfg.seed + self.rank)
 
@@ -191,10 +250,12 @@ class SupernetTrainer:
             return torch.autocast(device_type="cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 
-    def train_step(self, batch: dict[str, Any], use_teacher: bool) -> dict[str, float]:
-        """One sandwich step on `batch` (this rank's shard of the global batch)."""
+    def train_step(self, batch: dict[str, Any], use_teacher: bool,
+                   after_max: Callable[[], None] | None = None) -> dict[str, float]:
+        """One sandwich step on `batch` (this rank's shard of the global batch); `after_max` is
+        called once the last micro-batch's max subnet is through its backward pass."""
         cfg = self.cfg
-        images, density, fixations = _to(batch, self.device)
+        images, density, fixations = _to(batch, self.device, self.memory_format)
         configs = sample_sandwich(self.model, self.arch_rng, cfg.n_random)
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
@@ -209,7 +270,8 @@ class SupernetTrainer:
             losses = sandwich_backward(self.model, configs, img, target, fix, self.loss_fn, self.sandwich,
                                        regulariser=self.regulariser, scale=1.0 / cfg.accum_steps,
                                        backward=lambda l: self.scaler.scale(l).backward(),
-                                       autocast=self._autocast)
+                                       autocast=self._autocast,
+                                       after_first=after_max if i == cfg.accum_steps - 1 else None)
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.accum_steps
         dist_utils.all_reduce_grads(self.model)
@@ -238,20 +300,25 @@ class SupernetTrainer:
         bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not (dist_utils.is_main() and getattr(self, "progress", True)), dynamic_ncols=True,
                    leave=False)
-        for step, batch in enumerate(self.train_loader):
-            if step >= n_steps:
-                break
-            losses = self.train_step(batch, use_teacher)
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n_images += batch["image"].shape[0] * self.world
-            self.global_step += 1
-            ips = n_images / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{losses['loss']:.3f}", img_s=f"{ips:.1f}")
-            bar.update(1)
-            if cfg.log_every and self.global_step % cfg.log_every == 0 and dist_utils.is_main():
-                self.logger({f"step/{k}": v for k, v in losses.items()}, self.global_step)
-        bar.close()
+        batches = BackgroundFetch(self.train_loader) if cfg.prefetch else self.train_loader
+        try:
+            for step, batch in enumerate(batches):
+                if step >= n_steps:
+                    break
+                losses = self.train_step(batch, use_teacher, batches.start_next if cfg.prefetch else None)
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_images += batch["image"].shape[0] * self.world
+                self.global_step += 1
+                ips = n_images / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{losses['loss']:.3f}", img_s=f"{ips:.1f}")
+                bar.update(1)
+                if cfg.log_every and self.global_step % cfg.log_every == 0 and dist_utils.is_main():
+                    self.logger({f"step/{k}": v for k, v in losses.items()}, self.global_step)
+        finally:
+            if cfg.prefetch:
+                batches.close()
+            bar.close()
         means = {k: v / n_steps for k, v in sums.items()}
         keys = sorted(means)
         means = dict(zip(keys, dist_utils.all_reduce_mean([means[k] for k in keys], self.device)))
@@ -265,14 +332,14 @@ class SupernetTrainer:
         from salnas_core.supernet import recalibrate_bn
 
         self.model.set_active_subnet(config)
-        subnet = self.model.get_active_subnet(preserve_weight=True).to(self.device)
+        subnet = self.model.get_active_subnet(preserve_weight=True).to(self.device, memory_format=self.memory_format)
         self.model.sample_max_subnet()
         recalibrate_bn(subnet, self.calib_loader, len(self.calib_loader))
         subnet.eval()
         # rank 0 scores the whole split alone: no torchmetrics sync with ranks that are not scoring
         metrics = SaliencyMetrics(names=VAL_METRICS, sync_on_compute=False).to(self.device)
         for batch in self.val_loader:
-            images, density, fixations = _to(batch, self.device)
+            images, density, fixations = _to(batch, self.device, self.memory_format)
             with self._autocast():
                 pred = subnet(images, out_size=tuple(density.shape[-2:]))
             metrics.update(pred.float(), density, fixations)
