@@ -155,11 +155,11 @@ def docker_runner(image: str | None, source: str):
         raise UserError(f"{image}: no such image here (build it: bash scripts/image build)") from None
     except docker.errors.DockerException as e:
         raise UserError(f"no Docker engine reachable ({e}); `bash scripts/image daemon start`") from None
-    volumes = {}
-    if "://" not in source:
+    mounts = []
+    if "://" not in source:  # the dataset, read-only at the same path (kfp.local mounts the pipeline root)
         src = str(Path(source).resolve())
-        volumes[src] = {"bind": src, "mode": "ro"}
-    return local.DockerRunner(network_mode="host", user=f"{os.getuid()}:{os.getgid()}", volumes=volumes,
+        mounts.append(docker.types.Mount(target=src, source=src, type="bind", read_only=True))
+    return local.DockerRunner(network_mode="host", user=f"{os.getuid()}:{os.getgid()}", mounts=mounts,
                               environment=_LiveEnv(PASS_ENV))
 
 

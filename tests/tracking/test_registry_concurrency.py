@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,8 @@ from salnas_core.tracking import mlflow_utils as mu
 go = Path(sys.argv[3])
 while not go.exists():  # both processes start registering at the same moment
     time.sleep(0.01)
-r = mu.register_model(sys.argv[1], name=sys.argv[2], score=1.5)
+from salnas_core.serve import pyfunc_model
+r = mu.register_model(sys.argv[1], python_model=pyfunc_model.__file__, name=sys.argv[2], score=1.5)
 print(json.dumps({"version": r["version"], "created": r["created"]}))
 """
 
@@ -55,7 +57,9 @@ def test_two_registrations_at_once_give_one_version(mlflow_tracking, model_file,
         assert p.returncode == 0, err[-3000:]
         outs.append(json.loads(out.strip().splitlines()[-1]))
     versions = MlflowClient().search_model_versions(f"name = '{name}'")
-    sha = mu.sha256_file(model_file)
+    from salnas_core.utils.hashing import sha256_file
+
+    sha = sha256_file(model_file)
     assert len([v for v in versions if v.tags.get(mu.TAG_HASH) == sha]) == 1, [v.version for v in versions]
     assert outs[0]["version"] == outs[1]["version"] == int(versions[0].version)
 
@@ -64,7 +68,8 @@ def test_reregistration_with_a_new_score_says_it_kept_the_old_one(mlflow_trackin
                                                                   monkeypatch, capsys):
     from salnas_core.steps import register
 
-    monkeypatch.chdir(tmp_path)
+    shutil.copy(Path(__file__).resolve().parents[2] / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)  # the step reads params.yaml from the working root
     (tmp_path / "distill" / "S").mkdir(parents=True)
     shutil.copy(model_file, tmp_path / "distill" / "S" / "model.pt")
     name = f"salnas-{os.environ['MLFLOW_EXPERIMENT_NAME']}-rescore"
@@ -72,7 +77,8 @@ def test_reregistration_with_a_new_score_says_it_kept_the_old_one(mlflow_trackin
     def evaluate(score):
         (tmp_path / "evaluate").mkdir(exist_ok=True)
         (tmp_path / "evaluate" / "metrics.json").write_text(json.dumps(
-            [{"dataset": "osie", "split": "val", "model": "S", "blur": False, "cross": False, "score": score}]))
+            {"rows": [{"dataset": "osie", "split": "val", "model": "S", "blur": False, "cross": False,
+                       "score": score}]}))
         return register.run(tmp_path / "evaluate", tmp_path / "distill", tmp_path / "reg", name=name)
 
     first = evaluate(1.9)

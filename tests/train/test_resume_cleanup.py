@@ -124,9 +124,9 @@ def test_search_and_register_cli_refuse_a_malicious_pt_in_one_line(tmp_path, cap
     model = _malicious_pt(tmp_path / "distill" / "a" / "model.pt")
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "metrics.json").write_text(json.dumps(
-        {"rows": [{"model": "a", "split": "val", "score": 0.5, "dataset": "osie"}]}))
+        {"rows": [{"model": "a", "split": "val", "score": 0.5, "dataset": "osie", "blur": False, "cross": False}]}))
     rc = main(["register", "--evaluate", str(tmp_path / "eval"), "--models", str(tmp_path / "distill"),
-               "--out", str(tmp_path / "r")])
+               "--data", str(tiny_ingested), "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and str(model) in err[-1] and "Traceback" not in "\n".join(err), err
 
