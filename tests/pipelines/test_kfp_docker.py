@@ -25,9 +25,9 @@ def test_the_pipeline_in_containers_scores_as_in_this_process(mlflow_tracking, s
     osie = shared_data_dir / "osie"
     source = str(osie) if (osie / "fixations.json").exists() else str(synthetic_source)
     name = f"docker-{os.environ['MLFLOW_EXPERIMENT_NAME']}"
-    kw = dict(source=source, preset="tiny", limit=24, budgets=["XL"], model_name=name)
-    boxed = run_local(**kw, pipeline_root=str(tmp_path / "docker"), runner="docker", image=IMAGE)
-    here = run_local(**kw, pipeline_root=str(tmp_path / "here"), runner="subprocess")
+    kw = dict(source=source, preset="tiny", limit=24, budgets=["XL"])
+    boxed = run_local(**kw, model_name=name, pipeline_root=str(tmp_path / "docker"), runner="docker", image=IMAGE)
+    here = run_local(**kw, model_name=name + "-here", pipeline_root=str(tmp_path / "here"), runner="subprocess")
     for res in (boxed, here):
         assert res["gate"] is not None and res["registered"] is not None
     # the same validation scores in the image as in this interpreter
