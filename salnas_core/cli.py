@@ -117,8 +117,9 @@ def run_step(defn, args: argparse.Namespace) -> int:
             atomic_write_text(path, json.dumps(result[o.name]))
     summarize = getattr(module, "summarize", None)
     text = summarize(result) if summarize else json.dumps(result, indent=1, default=str)
-    if text:
-        print(text, flush=True)
+    if text:  # not print(): kfp.local may have swapped builtins.print for an indenting one
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
     return 0
 
 

@@ -551,7 +551,9 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.dry_run:
         import yaml
 
-        print(yaml.safe_dump(APIS[args.kind].build(spec), sort_keys=False), end="")
+        # sys.stdout.write, not print: kfp.local swaps builtins.print for an indenting one while it
+        # runs (and a failed run can leave it swapped); machine-readable output must stay exact
+        sys.stdout.write(yaml.safe_dump(APIS[args.kind].build(spec), sort_keys=False))
         return 0
     try:
         api = custom_objects_api(args.kubeconfig, args.context)
@@ -560,5 +562,5 @@ def run_cli(args: argparse.Namespace) -> int:
     except (K8sError, TimeoutError) as e:
         print(f"salnas k8s: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(summary))
+    sys.stdout.write(json.dumps(summary) + "\n")
     return 0

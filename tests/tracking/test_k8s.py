@@ -321,3 +321,14 @@ async def test_cli_with_a_kubeconfig(kmock, tmp_path, capsys, kind):
     # Same name again: a clear error and exit status 1, not a traceback.
     assert await asyncio.to_thread(cli.main, argv) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_dry_run_output_stays_yaml_when_print_is_swapped(capsys, monkeypatch):
+    """kfp.local swaps builtins.print for an indenting one while it runs (and a failed run can leave
+    it so): the manifest goes through sys.stdout, exact, whatever print is."""
+    import builtins
+
+    real = builtins.print
+    monkeypatch.setattr(builtins, "print", lambda *a, **k: (real("    ", end=""), real(*a, **k)))
+    rc = cli.main(["k8s", "train", "--name", "sn1", "--dry-run", "--pytorchjob"])
+    assert rc == 0 and yaml.safe_load(capsys.readouterr().out)["kind"] == "PyTorchJob"
