@@ -90,3 +90,23 @@ def tiny_ingested(tmp_path_factory) -> Path:
         src = generate(tmp_path_factory.mktemp("tiny_synthetic_src"), n_images=TINY_N, seed=0)
         summary = run(str(src), "shared_json", str(out), working_size=TINY_SIZE, progress=False)
     return Path(summary["out"])
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory):
+    """Two real static subnets of the lite space (the smallest), with different weights."""
+    import torch
+
+    from salnas_core.supernet import create_supernet, save_model
+
+    d = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    sn = create_supernet("lite", pretrained=False)
+    sn.sample_min_subnet()
+    net = sn.get_active_subnet()
+    paths = [save_model(d / "m0" / "model.pt", net)]
+    with torch.no_grad():  # a second model: same architecture, other weights
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    paths.append(save_model(d / "m1" / "model.pt", net))
+    return paths

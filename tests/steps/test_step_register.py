@@ -9,26 +9,6 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory):
-    """Two real static subnets of the lite space (the smallest), with different weights."""
-    import torch
-
-    from salnas_core.supernet import create_supernet, save_model
-
-    d = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    sn = create_supernet("lite", pretrained=False)
-    sn.sample_min_subnet()
-    net = sn.get_active_subnet()
-    paths = [save_model(d / "m0" / "model.pt", net)]
-    with torch.no_grad():  # a second model: same architecture, other weights
-        for p in net.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    paths.append(save_model(d / "m1" / "model.pt", net))
-    return paths
-
-
 def test_register_step_picks_best_and_is_idempotent(mlflow_tracking, model_files, tmp_path, monkeypatch):
     import shutil
 
