@@ -104,6 +104,17 @@ class TrainSpec:
 PyTorchJobSpec = TrainSpec  # the name before Trainer v2
 
 
+
+def _placement(spec: Any, gpus: int) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """Node selector (plus the accelerator label) and tolerations (the GPU taint's by default on GPU pods)."""
+    node_selector = dict(spec.node_selector)
+    if spec.accelerator:
+        node_selector[spec.accelerator_label] = spec.accelerator
+    tolerations = spec.tolerations
+    if tolerations is None:
+        tolerations = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}] if gpus else []
+    return node_selector, tolerations
+
 def torchrun_command(spec: PyTorchJobSpec) -> list[str]:
     """The same trainer as on one machine, under torchrun (CPU pods run one gloo process each)."""
     nproc = max(spec.gpus_per_worker, 1)
@@ -145,12 +156,7 @@ def build_pytorchjob(spec: PyTorchJobSpec) -> dict[str, Any]:
         container["volumeMounts"].append({"name": "data", "mountPath": spec.mount_path})
         container["workingDir"] = spec.mount_path  # relative run folders land on the shared volume
 
-    node_selector = dict(spec.node_selector)
-    if spec.accelerator:
-        node_selector[spec.accelerator_label] = spec.accelerator
-    tolerations = spec.tolerations
-    if tolerations is None:
-        tolerations = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}] if gpus else []
+    node_selector, tolerations = _placement(spec, gpus)
 
     pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes}
     if node_selector:
@@ -223,12 +229,7 @@ def build_trainjob(spec: PyTorchJobSpec) -> dict[str, Any]:
     if spec.pvc:
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": spec.pvc}})
         mounts.append({"name": "data", "mountPath": spec.mount_path})
-    node_selector = dict(spec.node_selector)
-    if spec.accelerator:
-        node_selector[spec.accelerator_label] = spec.accelerator
-    tolerations = spec.tolerations
-    if tolerations is None:
-        tolerations = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}] if gpus else []
+    node_selector, tolerations = _placement(spec, gpus)
     pod: dict[str, Any] = {"volumes": volumes, "containers": [{"name": TRAINER_NODE, "volumeMounts": mounts}]}
     if node_selector:
         pod["nodeSelector"] = node_selector
