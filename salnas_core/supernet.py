@@ -52,12 +52,15 @@ class _SaliencyForward(nn.Module):
     def _core(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, images: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, out_size: tuple[int, int] | None = None,
+                resolution: int | None = None) -> torch.Tensor:
+        """images (B, 3, H, W) -> maps (B, 1, *out_size); `resolution` overrides the config's long
+        side (predict runs images much smaller than it at a smaller one: serve.predict)."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
         h, w = images.shape[-2:]
         out_size = tuple(int(s) for s in out_size) if out_size is not None else (h, w)
-        work = self.space.working_size(h, w, self._resolution())
+        work = self.space.working_size(h, w, int(resolution or self._resolution()))
         x = images if (h, w) == work else F.interpolate(images, size=work, mode="bilinear",
                                                         align_corners=False, antialias=True)
         y = self._core(x)

@@ -8,6 +8,7 @@ KLD measurably: docs/predict.md), optionally the raw float map as .npy, and a he
 """
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import os
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 #   space's rule; a 4:3 photo gets exactly the training size 288x384);
 # resize: stretch to the fixed working size; pad: keep aspect, letterbox into the working size.
 FITS = ("aspect", "resize", "pad")
+MIN_LONG_SIDE = 64  # the smallest long side predict runs a net at: 2 cells of the 32-stride encoder
 
 
 def pick_device(device: str = "auto") -> Any:
@@ -79,16 +81,29 @@ class Predictor:
         self.batch_size = int(batch_size)
         # channels_last: 1.3-2.8x faster for depthwise nets on CPU (docs/ARCHITECTURE.md)
         self.net = self.loaded.net.eval().to(self.device, memory_format=torch.channels_last)
+        # a SalNAS net resizes its input to the long side it is given (supernet._SaliencyForward);
+        # any other module is fed the working size as it is
+        self._resizes_inside = "resolution" in inspect.signature(self.net.forward).parameters
 
     @property
     def working_size(self) -> tuple[int, int]:
         return self.loaded.working_size
 
+    def long_side(self, h: int, w: int) -> int:
+        """The long side the net runs an (h, w) image at with fit="aspect": its resolution, or for
+        an image under half of it, twice the image's long side rounded up to 32 (at least
+        MIN_LONG_SIDE). Enlarging a 16x16 icon to 256x256 costs 16x the compute of 64x64 and
+        adds no detail to see."""
+        long_ = self.loaded.resolution or max(self.working_size)
+        if self.fit != "aspect" or not self._resizes_inside:
+            return long_
+        return min(long_, max(MIN_LONG_SIDE, -(-2 * max(h, w) // 32) * 32))
+
     def input_size(self, h: int, w: int) -> tuple[int, int]:
         """The (H, W) an image of size (h, w) is fed at."""
         if self.fit != "aspect":
             return self.working_size
-        long_ = self.loaded.resolution or max(self.working_size)
+        long_ = self.long_side(h, w)
         space = getattr(self.loaded.net, "space", None)
         if hasattr(space, "working_size"):  # the rule the net itself applies in forward
             return tuple(space.working_size(h, w, long_))
@@ -146,7 +161,7 @@ class Predictor:
         prepared = [self._prepare(img) for img in images]
         x = torch.stack([p[0] for p in prepared]).to(self.device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            y = self.net(x)
+            y = self.net(x, resolution=self.long_side(*images[0].shape[:2])) if self._resizes_inside else self.net(x)
             if isinstance(y, (tuple, list)):
                 y = y[0]
             if y.ndim == 3:

@@ -78,3 +78,34 @@ def test_huge_input_reduction_changes_the_input_little(lite_model, monkeypatch):
     reduced, _ = pred._prepare(rgb)
     assert reduced.shape == direct.shape
     assert float((reduced - direct).abs().mean()) < 0.01
+
+
+def test_tiny_images_run_at_a_small_size_and_photos_at_the_net_resolution(lite_model):
+    """Finding 12b: a 16x16 icon was enlarged to 256x256 (16x the pixels of 64x64) before the net;
+    now an image under half the resolution runs at twice its long side (at least 64), and
+    everything larger exactly as before."""
+    import torch
+
+    pred = P.Predictor(lite_model, device="cpu", batch_size=4)
+    res = pred.loaded.resolution
+    seen: list[tuple[int, int]] = []
+    first_conv = next(m for m in pred.net.modules() if isinstance(m, torch.nn.Conv2d))
+    hook = first_conv.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    rng = np.random.default_rng(0)
+    tiny = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
+    small = rng.integers(0, 256, (40, 100, 3), dtype=np.uint8)
+    photo = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    maps = pred.predict_arrays(tiny + [small, photo])
+    hook.remove()
+    assert [m.shape for m in maps] == [(16, 16)] * 3 + [(40, 100), (300, 400)]
+    assert all(np.isfinite(m).all() and (m >= 0).all() for m in maps)
+    assert (64, 64) in seen and (96, 224) in seen  # 2 x 16 -> 64 (the floor); 2 x 100 -> 224
+    assert pred.input_size(300, 400) == pred.loaded.net.space.working_size(300, 400, res)
+    assert max(max(s) for s in seen) == res and len(seen) == 3  # one batch per input size
+    # the map of a tiny image is the net's own output at that size, resized back
+    x = P.normalize(torch.from_numpy(tiny[0]).permute(2, 0, 1)[None].float() / 255.0, pred.loaded.normalization)
+    x = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False, antialias=True)
+    with torch.inference_mode():
+        y = pred.net(x, resolution=64)
+    want = torch.nn.functional.interpolate(y, size=(16, 16), mode="bilinear", align_corners=False)[0, 0].numpy()
+    np.testing.assert_allclose(maps[0], want, atol=1e-5)
