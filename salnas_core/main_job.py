@@ -206,7 +206,11 @@ def run(*, preset: str = "cpu", dataset: str | None = None, use_dvc: bool = True
     else:
         _say(f"registered {reg['name']} version {reg['version']} (score {reg['score']:.4f}); "
              f"the champion stays version {reg.get('previous_champion')} ({reg['reason']}) in {uri}")
-    _say(f"use it: salnas predict IMAGES --out predictions/   (MLFLOW_TRACKING_URI={uri})")
+    # predict's default is the `salnas` champion: name any other model (the tiny preset's salnas-tiny)
+    from salnas_core.tracking import mlflow_utils as mu
+
+    model = "" if reg["name"] == mu.DEFAULT_MODEL_NAME else f" --model models:/{reg['name']}@{mu.CHAMPION}"
+    _say(f"use it: salnas predict IMAGES{model} --out predictions/   (MLFLOW_TRACKING_URI={uri})")
     _say(f"done in {total / 60:.1f} min (preset {preset})")
     return {**reg, "wall_s": total, "timings": timings, "preset": preset, "settings": sets}
 
