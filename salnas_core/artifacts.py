@@ -112,7 +112,10 @@ def protocol(row: dict[str, Any]) -> str:
     and blur. Scores under different protocols are not comparable (a tiny smoke run's 4 images vs the
     main job's 100), so the champion rule compares only within one."""
     n = row.get("n")
-    return (f"{row['dataset']}/{row['split']}/n={n if n is not None else '?'}/original-size/"
+    size = "x".join(str(v) for v in row["eval_size"]) if row.get("eval_size") else "original-size"
+    # the default (mit) protocol keeps the strings registered before protocols had names
+    name = "" if row.get("protocol", "mit") == "mit" else f"protocol={row['protocol']}/"
+    return (f"{name}{row['dataset']}/{row['split']}/n={n if n is not None else '?'}/{size}/"
             f"blur={'on' if row['blur'] else 'off'}")
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from ..utils.hashing import sha256_bytes as _sha, sha256_file as _file_sha
 from ..utils.io import atomic_path, atomic_write_json
 from . import ground_truth as gt
+from .protocols import Protocol, get_protocol
 from .readers import DEFAULT_NAMES, Problem, Record, get_reader
 from .splits import assign_splits
 
@@ -269,8 +270,8 @@ def process_item(rec: Record, split: str, out: Path, st: Settings,
         raise ItemError(Problem(rec.source, "fixations_without_image", f"fixations for {rec.id!r} but no image file"))
     stamp = _source_stamp(rec)
     done = _completed(out, iid, st.fingerprint(), stamp)
-    if done is not None:
-        return done, [Problem(**w) for w in done.get("_warnings", [])], True
+    if done is not None:  # the files are the same; the split is this run's (seed, protocol)
+        return {**done, "split": split}, [Problem(**w) for w in done.get("_warnings", [])], True
 
     if rec.n_fixations == 0:
         raise ItemError(Problem(str(rec.image), "image_without_fixations", f"no fixations in {rec.source}"))
@@ -333,9 +334,13 @@ def process_item(rec: Record, split: str, out: Path, st: Settings,
 # ---------------------------------------------------------------------------------------------
 
 def resolve_sigma(dataset: str, meta: dict, sigma: float | None, sigma_ref_size: tuple[int, int] | None,
-                  working_size: tuple[int, int]) -> tuple[float, tuple[int, int], str]:
+                  working_size: tuple[int, int], protocol: Protocol | None = None) -> tuple[float, tuple[int, int], str]:
+    """Given > the protocol's (data.protocols) > the dataset's fixations.json > DATASET_SIGMA."""
     if sigma is not None:
         return float(sigma), tuple(sigma_ref_size or working_size), "given (--sigma / params ingest.sigma_px)"
+    if protocol is not None and dataset in protocol.sigma:
+        s, ref, src = protocol.sigma[dataset]
+        return s, ref, f"protocol {protocol.name}: {src}"
     if meta.get("sigma_px") is not None and meta.get("sigma_ref_size"):
         return float(meta["sigma_px"]), tuple(meta["sigma_ref_size"]), "declared by the dataset's fixations.json"
     if dataset in DATASET_SIGMA:
@@ -442,9 +447,10 @@ def ingest(source: str | os.PathLike, fmt: str, out: str | os.PathLike, working_
            limit: int | None = None, seed: int = 42, name: str | None = None, sigma: float | None = None,
            sigma_ref_size: tuple[int, int] | None = None, workers: int | None = None,
            progress: bool = True, source_label: str | None = None,
-           max_pixels: int | None = None) -> dict[str, Any]:
+           max_pixels: int | None = None, protocol: str | None = None) -> dict[str, Any]:
     """Ingest the local folder `source` read as `fmt` into OUT/<dataset>/; returns the summary.
     `source_label`: what report and manifest record as the source (the s3:// prefix it came from).
+    `protocol`: whose sigmas and split sizes (data.protocols: mit, the default, or authors).
 
     Nothing about a single item stops the run: it is reported and skipped. What stops it (an
     unreadable annotation file, a missing source, Ctrl-C) still leaves OUT/<dataset>/report.json
@@ -467,7 +473,7 @@ def ingest(source: str | os.PathLike, fmt: str, out: str | os.PathLike, working_
     dest.mkdir(parents=True, exist_ok=True)
     try:
         return _ingest(source, fmt, root, result, dest, problems, items, state, t0, working_size, limit, seed,
-                       sigma, sigma_ref_size, workers, progress, max_pixels)
+                       sigma, sigma_ref_size, workers, progress, max_pixels, get_protocol(protocol))
     except BaseException as e:
         _stopped_report(dest, fmt, source, problems, e, t0, state["n_records"], len(items))
         raise
@@ -475,14 +481,14 @@ def ingest(source: str | os.PathLike, fmt: str, out: str | os.PathLike, working_
 
 def _ingest(source, fmt: str, root: Path, result, dest: Path, problems: list[Problem], items: list[dict],
             state: dict, t0: float, working_size, limit, seed, sigma, sigma_ref_size, workers, progress,
-            max_pixels) -> dict[str, Any]:
+            max_pixels, protocol: Protocol) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     dataset = dest.name
     state["n_records"] = len(result.records)
     problems.extend(result.problems)
     working_size = (int(working_size[0]), int(working_size[1]))
-    s_ref, s_size, s_src = resolve_sigma(dataset, result.meta, sigma, sigma_ref_size, working_size)
+    s_ref, s_size, s_src = resolve_sigma(dataset, result.meta, sigma, sigma_ref_size, working_size, protocol)
     st = Settings(dataset, fmt, working_size, s_ref, s_size, s_src, int(max_pixels or max_pixels_default()))
     synthetic = bool(result.meta.get("synthetic"))
     if synthetic:
@@ -493,7 +499,7 @@ def _ingest(source, fmt: str, root: Path, result, dest: Path, problems: list[Pro
     problems.extend(dup)
     # split over every listed id (bad and duplicated ones too), so one broken file cannot reshuffle the split
     every_id = sorted({safe_id(r.id) for r in all_records})
-    splits = assign_splits(dataset, every_id, seed, {ids[id(r)]: r.split for r in records})
+    splits = assign_splits(dataset, every_id, seed, {ids[id(r)]: r.split for r in records}, protocol.splits)
     if limit is not None:
         records = records[: int(limit)]
     resumed = 0
@@ -548,7 +554,7 @@ def _ingest(source, fmt: str, root: Path, result, dest: Path, problems: list[Pro
     manifest = {
         "dataset": dataset, "format": fmt, "version": version, "synthetic": synthetic,
         "sigma_px": round(st.sigma_working, 4), "sigma_ref_px": s_ref, "sigma_ref_size": list(s_size),
-        "sigma_source": s_src, "working_size": list(working_size), "seed": seed,
+        "sigma_source": s_src, "working_size": list(working_size), "seed": seed, "protocol": protocol.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "source": str(source),
         "splits": n_split, "n_fixations": n_fix, "items": items,
     }

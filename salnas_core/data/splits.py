@@ -7,6 +7,7 @@ over the 700 sorted names, the last 200 are validation, the other 500 training.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -16,10 +17,12 @@ class SplitRule:
     """Seeded permutation of the sorted ids; the last `n_val` (or `val_fraction`) go to val.
 
     A dataset that ships its own split (the reader sets Record.split, e.g. SALICON) keeps it.
+    `stratify`: id -> group; the rule then applies within each group (CAT2000's categories).
     """
 
     n_val: int | None = None
     val_fraction: float = 0.2
+    stratify: Callable[[str], str] | None = None
 
 
 SPLIT_RULES: dict[str, SplitRule] = {
@@ -51,10 +54,20 @@ def seeded_split(ids: list[str], seed: int, n_val: int | None = None, val_fracti
     return {name: ("val" if i in val else "train") for i, name in enumerate(names)}
 
 
-def assign_splits(dataset: str, ids: list[str], seed: int, official: dict[str, str | None] | None = None) -> dict[str, str]:
-    """Split membership for `ids` under the dataset's rule (see SPLIT_RULES)."""
-    rule = SPLIT_RULES.get(dataset, DEFAULT_RULE)
+def assign_splits(dataset: str, ids: list[str], seed: int, official: dict[str, str | None] | None = None,
+                  rules: dict[str, SplitRule] | None = None) -> dict[str, str]:
+    """Split membership for `ids` under the dataset's rule: `rules` (a protocol's, data.protocols)
+    over SPLIT_RULES."""
+    rule = (rules or {}).get(dataset) or SPLIT_RULES.get(dataset, DEFAULT_RULE)
     official = official or {}
     if ids and all(official.get(i) for i in ids):
         return {i: official[i] for i in ids}
-    return seeded_split(ids, seed, rule.n_val, rule.val_fraction)
+    if rule.stratify is None:
+        return seeded_split(ids, seed, rule.n_val, rule.val_fraction)
+    groups: dict[str, list[str]] = {}
+    for i in ids:
+        groups.setdefault(rule.stratify(i), []).append(i)
+    out: dict[str, str] = {}
+    for members in groups.values():  # the same rule inside each group
+        out.update(seeded_split(members, seed, rule.n_val, rule.val_fraction))
+    return out

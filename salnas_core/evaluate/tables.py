@@ -1,4 +1,5 @@
-"""Metric tables over datasets and models, at the original image size (MIT benchmark practice).
+"""Metric tables over datasets and models, at the original image size (MIT benchmark practice), or
+at the size and blur of the protocol the dataset was ingested under (data.protocols: `authors`).
 
 Each prediction is made at the working size, resized bilinearly to the image's original size,
 optionally blurred (the paper's 11x11 Gaussian, sigma 10.5), and scored against the original-size
@@ -82,6 +83,23 @@ def _ground_truth(root: Path, man: dict, split: str, limit: int | None) -> list[
     if not out:
         raise UserError(f"{root / 'manifest.json'}: split {split!r} is empty")
     return out
+
+
+def _resized(g: _GT, size: tuple[int, int], threshold: float) -> _GT:
+    """Ground truth at `size` the authors' way: both maps resized bilinearly (cv2's INTER_LINEAR =
+    torch's bilinear without antialias), the fixation map thresholded (a fixation can vanish when
+    the map shrinks: their protocol, kept), the density renormalised."""
+    import torch
+    import torch.nn.functional as F
+
+    def rs(a: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+        return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+    fix = (rs(g.fixations) > threshold).astype(np.float32)
+    dens = rs(g.density)
+    dens /= max(float(dens.sum()), 1e-12)
+    return _GT(g.item, fix, dens, np.argwhere(fix > 0))
 
 
 def _other_fixations(gts: list[_GT], i: int, n_other: int, rng: np.random.Generator) -> np.ndarray:
@@ -197,11 +215,20 @@ def evaluate_dataset(models: dict[str, tuple[Any, str, Sequence[int] | None]], r
     """
     from salnas_core.utils.io import read_json
 
+    from salnas_core.data.protocols import get_protocol
+
     root = Path(root)
     man = read_json(root / "manifest.json")
     split = split or eval_split(man)
     dataset = man.get("dataset", root.name)
     gts = _ground_truth(root, man, split, limit)
+    # the protocol the dataset was ingested under decides the scoring size and blur (data.protocols)
+    proto = get_protocol(man.get("protocol"))
+    eval_size = proto.eval_size_for(dataset)
+    if eval_size is not None:
+        gts = [_resized(g, eval_size, proto.fixation_threshold or 0.5) for g in gts]
+    if proto.blur is not None:
+        blur_options = (proto.blur,)
     if center is None:
         try:
             center = CenterBias.fit_dataset(root, "train")
@@ -209,7 +236,8 @@ def evaluate_dataset(models: dict[str, tuple[Any, str, Sequence[int] | None]], r
             log.warning("%s: centre bias not fitted (%s); using defaults", root, e)
             center = CenterBias()
     rows: list[dict[str, Any]] = []
-    base = {"dataset": dataset, "split": split}
+    base = {"dataset": dataset, "split": split, "protocol": proto.name,
+            "eval_size": list(eval_size) if eval_size else None}
     import torch
 
     # the baseline is a smooth Gaussian already: scored once, unblurred, and listed under each blur option

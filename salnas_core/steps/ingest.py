@@ -12,8 +12,8 @@ from typing import Any
 
 
 def run(source: str, fmt: str = "shared_json", out: str = "data/ingested", *, limit: int | None = None, name: str | None = None,
-        working_size: tuple[int, int] | None = None, params_path: str | None = None, preset: str | None = None,
-        overrides: dict | None = None, progress: bool = True) -> dict[str, Any]:
+        working_size: tuple[int, int] | None = None, protocol: str | None = None, params_path: str | None = None,
+        preset: str | None = None, overrides: dict | None = None, progress: bool = True) -> dict[str, Any]:
     """Ingest `source` into OUT/<dataset>/ with params.yaml `ingest:` (arguments given here win)."""
     from ..data.ingest import ingest
     from ..utils.params import step_params
@@ -25,7 +25,7 @@ def run(source: str, fmt: str = "shared_json", out: str = "data/ingested", *, li
     sigma = p.get("sigma_px")
     return ingest(local, fmt, out, working_size=working_size, limit=limit, seed=int(p.get("seed", 42)), name=name,
                   sigma=sigma, sigma_ref_size=working_size if sigma is not None else None, workers=p.get("workers"),
-                  progress=progress, source_label=str(source))
+                  progress=progress, source_label=str(source), protocol=protocol or p.get("protocol"))
 
 
 def fetch_source(source: str, cache_dir: str | os.PathLike | None = None) -> str:

@@ -38,7 +38,10 @@ STEPS: tuple[StepDef, ...] = (
                 Param("name", str, "--name", default=None, kfp=False,
                       help="dataset name (default: from the format, or the source folder name)"),
                 Param("working_size", int, "--working-size", default=None, kfp=False, nargs=2,
-                      help="H W (default: params ingest.working_size)")),
+                      help="H W (default: params ingest.working_size)"),
+                Param("protocol", str, "--protocol", default="", unset="", choices=("mit", "authors"),
+                      help="sigmas, splits and scoring size: mit (MIT benchmark) or authors (the SalNAS "
+                           "authors' code; docs/datasets.md); default: params ingest.protocol")),
         extra_args=("--no-progress",),
     ),
     StepDef(
