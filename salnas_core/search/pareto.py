@@ -23,6 +23,30 @@ def choose_for_budget(cands: Sequence[dict[str, Any]], limits: dict[str, float |
     return min(ok, key=lambda c: c["score"]) if ok else None
 
 
+def choose_distinct(cands: Sequence[dict[str, Any]], limits: dict[str, dict[str, float | None]]
+                    ) -> dict[str, dict[str, Any] | None]:
+    """One candidate per budget, each strictly cheaper (MACs) than every larger budget's pick.
+
+    Budgets are taken from the largest MACs limit down (no limit first); each gets the best
+    candidate within its limits that costs less than the pick before it. The best candidate under
+    a MACs cap is on the Pareto front, so the picks are distinct points of the front at falling
+    cost (without this, a small subnet that scores best under every limit is picked for all of them).
+    A budget nothing cheaper fits repeats the pick before it (the search marks it `same_as`), or,
+    if that one exceeds its limits, takes the best within them."""
+    order = sorted(limits, key=lambda n: -(limits[n].get("macs") or float("inf")))
+    out: dict[str, dict[str, Any] | None] = {}
+    last: dict[str, Any] | None = None
+    for name in order:
+        ok = [c for c in cands if all(v is None or c[k] <= v for k, v in limits[name].items())]
+        cheaper = [c for c in ok if last is None or c["macs"] < last["macs"]]
+        if cheaper:
+            last = out[name] = min(cheaper, key=lambda c: c["score"])
+        else:
+            out[name] = last if last is not None and any(c is last for c in ok) else (
+                min(ok, key=lambda c: c["score"]) if ok else None)
+    return out
+
+
 def plot_pareto(cands: Sequence[dict[str, Any]], path: str | Path, chosen: dict[str, dict] | None = None,
                 baselines: dict[str, float] | None = None) -> Path:
     """Two panels: score against GMACs and against latency; the fronts drawn, variants labelled."""

@@ -116,7 +116,7 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
         config_key,
     )
     from salnas_core.search.latency import DirectLatency, LatencyTable
-    from salnas_core.search.pareto import choose_for_budget, pareto_front, plot_pareto
+    from salnas_core.search.pareto import choose_distinct, choose_for_budget, pareto_front, plot_pareto
     from salnas_core.search.predictor import (
         create_predictor,
         held_out_rank_correlation,
@@ -272,11 +272,15 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
 
         cands = list(all_cands.values())
         variants: dict[str, dict[str, Any]] = {}
+        searched = {n: limits_of[n] for n in budgets if n not in skipped and not (budgets[n] or {}).get("max_subnet")}
+        # distinct: L, M, S at falling cost on the front, not one small subnet that wins every limit
+        picks = (choose_distinct(cands, searched) if p.get("distinct", True)
+                 else {n: choose_for_budget(cands, lim) for n, lim in searched.items()})
         for name in budgets:
             if name in skipped:
                 continue
             c = (next(x for x in cands if config_key(x["config"]) == config_key(max_cfg))
-                 if (budgets[name] or {}).get("max_subnet") else choose_for_budget(cands, limits_of[name]))
+                 if (budgets[name] or {}).get("max_subnet") else picks[name])
             if c is None:
                 skipped[name] = "no evaluated candidate within the limits"
                 continue

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from salnas_core.search.latency import LatencyTable, leaf_ops, measure_latency, table_key
-from salnas_core.search.pareto import choose_for_budget, pareto_front, plot_pareto
+from salnas_core.search.pareto import choose_distinct, choose_for_budget, pareto_front, plot_pareto
 
 CANDS = [
     {"name": "a", "score": 3.0, "macs": 1.0, "latency_ms": 5.0},
@@ -32,6 +32,21 @@ def test_choose_for_budget():
     assert choose_for_budget(CANDS, {"macs": 3.5})["name"] == "b"
     assert choose_for_budget(CANDS, {"macs": 4.5, "latency_ms": 7.5}) ["name"] == "b"
     assert choose_for_budget(CANDS, {"macs": 0.5}) is None
+
+
+def test_distinct_picks_fall_in_cost_along_the_front():
+    """b (2 GMACs) is the best under both 4.5 and 3.5: with one rule per budget L and M were the
+    same subnet; distinct gives L = b and M = the best cheaper one (a), both on the front."""
+    limits = {"M": {"macs": 3.5}, "L": {"macs": 4.5, "latency_ms": 7.5}, "S": {"macs": 2.5}}
+    same = {n: choose_for_budget(CANDS, lim)["name"] for n, lim in limits.items()}
+    assert same == {"L": "b", "M": "b", "S": "b"}
+    picks = choose_distinct(CANDS, limits)
+    assert {n: c["name"] for n, c in picks.items()} == {"L": "b", "M": "a", "S": "a"}
+    front = [c["name"] for c in pareto_front(CANDS, "macs")]
+    assert all(c["name"] in front for c in picks.values())
+    # a budget nothing cheaper fits keeps its own best (marked same_as by the search step)
+    assert choose_distinct(CANDS, {"L": {"macs": 1.5}, "M": {"macs": 1.2}})["M"]["name"] == "a"
+    assert choose_distinct(CANDS, {"T": {"macs": 0.5}}) == {"T": None}
 
 
 def test_plot_written(tmp_path):
