@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -25,13 +26,15 @@ PACKAGE = Path(str(resources.files("salnas_core")))  # the package's own source,
 # stage -> {run() keyword: workspace path}: where each step reads and writes in the DVC workspace
 STAGES: dict[str, dict[str, str]] = {
     "snapshot": {"out": "data/raw"},
-    "ingest": {"source": "data/raw/${data.dataset}", "fmt": "${data.format}", "out": "data/ingested"},
-    "train-supernet": {"data": "data/ingested", "out": "runs/supernet"},
-    "search": {"supernet": "runs/supernet", "data": "data/ingested", "out": "runs/search"},
-    "distill": {"variants": "runs/search/variants.json", "supernet": "runs/supernet", "data": "data/ingested",
-                "out": "runs/distill"},
+    # ingest: every dataset of the snapshot (the training set and data.cross_datasets), each into
+    # data/ingested/<name>; training, search and distill read the training set only
+    "ingest": {"source": "data/raw", "fmt": "${data.format}", "out": "data/ingested"},
+    "train-supernet": {"data": "data/ingested/${data.dataset}", "out": "runs/supernet"},
+    "search": {"supernet": "runs/supernet", "data": "data/ingested/${data.dataset}", "out": "runs/search"},
+    "distill": {"variants": "runs/search/variants.json", "supernet": "runs/supernet",
+                "data": "data/ingested/${data.dataset}", "out": "runs/distill"},
     "evaluate": {"models": "runs/distill", "data": "data/ingested", "search": "runs/search", "out": "runs/evaluate"},
-    "register": {"models": "runs/distill", "evaluate": "runs/evaluate", "data": "data/ingested",
+    "register": {"models": "runs/distill", "evaluate": "runs/evaluate", "data": "data/ingested/${data.dataset}",
                  "out": "runs/register"},
 }
 # files inside stage outputs that `dvc metrics` / `dvc plots` read (written by the steps)
@@ -138,7 +141,10 @@ def stage(name: str) -> dict[str, Any]:
     st: dict[str, Any] = {"cmd": " ".join(stage_argv(name))}
     st["deps"] = sorted(dict.fromkeys(ins)) + code_deps(defn.module)
     if defn.section:
-        st["params"] = [defn.section] + (["data"] if "${data." in st["cmd"] and defn.section != "data" else [])
+        # the data.* keys the command names (not the whole section: a new cross-dataset re-runs
+        # snapshot, ingest and evaluate, not training)
+        used = dict.fromkeys(re.findall(r"\$\{(data\.[A-Za-z_]+)\}", st["cmd"])) if defn.section != "data" else {}
+        st["params"] = [defn.section, *used]
     if name == "register":
         # the registry is state outside the workspace (MLflow): check the gate on every repro;
         # registering the same model again is a no-op (same file hash -> same version)

@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from salnas_core.errors import UserError
+
 
 def run(source: str, fmt: str = "shared_json", out: str = "data/ingested", *, limit: int | None = None, name: str | None = None,
         working_size: tuple[int, int] | None = None, protocol: str | None = None, params_path: str | None = None,
@@ -23,9 +25,28 @@ def run(source: str, fmt: str = "shared_json", out: str = "data/ingested", *, li
     working_size = tuple(working_size or p.get("working_size") or (288, 384))
     limit = limit or p.get("limit") or None
     sigma = p.get("sigma_px")
-    return ingest(local, fmt, out, working_size=working_size, limit=limit, seed=int(p.get("seed", 42)), name=name,
-                  sigma=sigma, sigma_ref_size=working_size if sigma is not None else None, workers=p.get("workers"),
-                  progress=progress, source_label=str(source), protocol=protocol or p.get("protocol"))
+
+    def one(src: str | os.PathLike, label: str, name: str | None) -> dict[str, Any]:
+        return ingest(src, fmt, out, working_size=working_size, limit=limit, seed=int(p.get("seed", 42)), name=name,
+                      sigma=sigma, sigma_ref_size=working_size if sigma is not None else None,
+                      workers=p.get("workers"), progress=progress, source_label=label,
+                      protocol=protocol or p.get("protocol"))
+
+    subs = dataset_folders(Path(local), fmt)
+    if not subs:
+        return one(local, str(source), name)
+    if name:
+        raise UserError(f"{source}: --name names one dataset; this folder holds {len(subs)} ({', '.join(d.name for d in subs)})")
+    done = [one(d, f"{str(source).rstrip('/')}/{d.name}", None) for d in subs]
+    return {"datasets": done}
+
+
+def dataset_folders(source: Path, fmt: str) -> list[Path]:
+    """The datasets in a folder of them (the snapshot's data/raw: OUT/<dataset>/fixations.json), each
+    ingested into OUT/<its name>/; [] when `source` is one dataset."""
+    if fmt != "shared_json" or not source.is_dir() or (source / "fixations.json").exists():
+        return []
+    return sorted(d for d in source.iterdir() if (d / "fixations.json").is_file())
 
 
 def fetch_source(source: str, cache_dir: str | os.PathLike | None = None) -> str:

@@ -3,8 +3,10 @@
 `data.dataset: osie | nus_scene` copies the files ingest reads from the shared eye-tracking data
 (`$SALNAS_SHARED_DATA`, else `../shared/data` beside the working directory) into OUT/<dataset>/;
 `data.dataset: synthetic` generates a dataset with objects and fixations drawn from a known
-density. The same inputs give the same bytes, so the snapshot's DVC hash (in dvc.lock) is a stable
-data version. OUT holds exactly one dataset afterwards.
+density. `data.cross_datasets` (e.g. [nus_scene]) are copied beside it: evaluate scores the
+models on them too, never trained on (skipped, with a warning, where the shared data is absent).
+The same inputs give the same bytes, so the snapshot's DVC hash (in dvc.lock) is a stable data
+version. OUT holds exactly those datasets afterwards.
 """
 from __future__ import annotations
 
@@ -81,13 +83,32 @@ def generate(dest: Path, n_images: int, seed: int = 0) -> dict[str, Any]:
 
 def run(out: str | os.PathLike, *, dataset: str | None = None, params_path: str | None = None,
         preset: str | None = None, overrides: dict | None = None) -> dict[str, Any]:
-    """Write the raw snapshot of params `data.dataset` into OUT/<dataset>/."""
+    """Write the raw snapshot of params `data.dataset` into OUT/<dataset>/, and each dataset of
+    `data.cross_datasets` (evaluated, never trained on) into OUT/<name>/."""
     from salnas_core.utils.params import step_params
 
     p = step_params("data", preset, params_path, overrides)
     dataset = dataset or p["dataset"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    info = _snapshot_training_set(out, dataset, p)
+    info["cross"] = []
+    for name in p.get("cross_datasets") or []:
+        src = shared_source(name) if name in SHARED_DATASETS and name != info["dataset"] else None
+        if src is None:  # the user without ../shared/data still runs the job: said, not fatal
+            log.warning("snapshot: cross-dataset %r skipped (%s)", name, "it is the training set"
+                        if name == info["dataset"] else f"not found under {shared_root()}")
+            continue
+        copy_shared(src, out / name)
+        info["cross"].append(name)
+    keep = {info["dataset"], *info["cross"]}
+    for other in out.iterdir():  # OUT holds exactly the snapshot the pipeline reads
+        if other.name not in keep:
+            shutil.rmtree(other) if other.is_dir() else other.unlink()
+    return info
+
+
+def _snapshot_training_set(out: Path, dataset: str, p: dict[str, Any]) -> dict[str, Any]:
     if dataset == SYNTHETIC:
         n = int(p.get("synthetic_images") or 160)
         log.warning("snapshot: GENERATING a synthetic dataset (%d images with objects and fixations drawn from a "
@@ -103,9 +124,6 @@ def run(out: str | os.PathLike, *, dataset: str | None = None, params_path: str 
         info = copy_shared(src, out / dataset)
     else:
         raise UserError(f"data.dataset: unknown dataset {dataset!r} (have: {', '.join(SHARED_DATASETS)}, {SYNTHETIC})")
-    for other in out.iterdir():  # OUT holds exactly the snapshot the pipeline reads
-        if other.name != info["dataset"]:
-            shutil.rmtree(other) if other.is_dir() else other.unlink()
     return info
 
 

@@ -33,4 +33,4 @@ def test_code_deps_follow_the_imports():
     snap = dvc_stages.stage("snapshot")["deps"]
     assert "salnas_core/steps/snapshot.py" in snap and "salnas_core/search" not in snap
     for dep in dvc_stages.stage("train-supernet")["deps"]:
-        assert dep == "data/ingested" or (REPO / dep).exists(), dep
+        assert dep == "data/ingested/${data.dataset}" or (REPO / dep).exists(), dep

@@ -18,8 +18,8 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 def test_shared_snapshot_is_whole_and_deterministic(tmp_path, monkeypatch):
     monkeypatch.setenv(snapshot.SHARED_ENV, str(SHARED))
     (tmp_path / "a" / "stale").mkdir(parents=True)
-    a = snapshot.run(tmp_path / "a", dataset="osie")
-    b = snapshot.run(tmp_path / "b", dataset="osie")
+    a = snapshot.run(tmp_path / "a", dataset="osie", overrides={"cross_datasets": []})
+    b = snapshot.run(tmp_path / "b", dataset="osie", overrides={"cross_datasets": []})
     assert a["images"] == b["images"] == 700 and not a["synthetic"]
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["osie"]  # OUT holds the snapshot only
     files = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*") if p.is_file())
@@ -41,3 +41,18 @@ def test_synthetic_snapshot_and_missing_shared_data(tmp_path, monkeypatch):
                        env={**__import__("os").environ, snapshot.SHARED_ENV: str(tmp_path / "nowhere")})
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert (tmp_path / "raw" / "synthetic" / "fixations.json").is_file()
+
+
+@pytest.mark.skipif(not (SHARED / "nus_scene").is_dir(), reason="../shared/data/nus_scene is not beside the repository")
+def test_cross_datasets_are_copied_beside_the_training_set(tmp_path, monkeypatch):
+    monkeypatch.setenv(snapshot.SHARED_ENV, str(SHARED))
+    info = snapshot.run(tmp_path / "raw", dataset="synthetic",
+                        overrides={"synthetic_images": 3, "cross_datasets": ["nus_scene", "synthetic"]})
+    assert info["dataset"] == "synthetic" and info["cross"] == ["nus_scene"]  # never the training set itself
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["nus_scene", "synthetic"]
+    assert (tmp_path / "raw" / "nus_scene" / "fixations.json").read_bytes() == (SHARED / "nus_scene" / "fixations.json").read_bytes()
+    # without the shared data the job still runs: the cross-dataset is skipped and said
+    monkeypatch.setenv(snapshot.SHARED_ENV, str(tmp_path / "nowhere"))
+    info = snapshot.run(tmp_path / "raw", dataset="synthetic",
+                        overrides={"synthetic_images": 3, "cross_datasets": ["nus_scene"]})
+    assert info["cross"] == [] and sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["synthetic"]
