@@ -26,21 +26,8 @@ METRICS = ("cc", "kld", "nss", "sim", "auc_judd", "sauc", "ig")
 # Direction of each metric, for the markdown table header and for picking the best row
 HIGHER_IS_BETTER = {"cc": True, "kld": False, "nss": True, "sim": True, "auc_judd": True, "sauc": True,
                     "ig": True, "score": False}
-BLUR_KERNEL, BLUR_SIGMA = 11, 10.5
-
-
-def gaussian_blur(x: "Any", ksize: int = BLUR_KERNEL, sigma: float = BLUR_SIGMA) -> "Any":
-    """Separable Gaussian blur of (B, 1, H, W), reflect padding (OpenCV's default border)."""
-    import torch
-    import torch.nn.functional as F
-
-    r = ksize // 2
-    t = torch.arange(ksize, dtype=x.dtype, device=x.device) - r
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    mode = "reflect" if min(x.shape[-2:]) > r else "replicate"
-    y = F.conv2d(F.pad(x, (r, r, 0, 0), mode=mode), k.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(y, (0, 0, r, r), mode=mode), k.view(1, 1, -1, 1))
+# the benchmark's prediction blur (one definition, shared with training-time selection)
+from salnas_core.metrics.blur import BLUR_KERNEL, BLUR_SIGMA, gaussian_blur  # noqa: E402,F401
 
 
 def dataset_dirs(path: str | Path) -> list[Path]:

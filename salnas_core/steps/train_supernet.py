@@ -150,6 +150,8 @@ def run(data: str | Path, out: str | Path, preset: str | None = None, epochs: in
 
     root = find_dataset(data)
     manifest = read_json(root / "manifest.json")
+    if p.get("select_blur") is None:  # the dataset's protocol decides (data.protocols): authors -> blurred
+        cfg.select_blur = manifest.get("protocol") == "authors"
     phash = params_hash({"params": p, "data": manifest.get("version")})
 
     metrics_path = out / "metrics.json"

@@ -74,6 +74,9 @@ class TrainConfig:
     # Off by default: on 2 shared cores the loader (~3% of a step) found no idle core to hide in
     # (bench/RESULTS.md, "Supernet training epochs"); worth trying where cores are spare
     prefetch: bool = False
+    # score validation on blurred predictions (11x11, sigma 10.5), as the SalNAS authors select their
+    # best epochs; the train-supernet step turns it on for data ingested under the `authors` protocol
+    select_blur: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -329,6 +332,7 @@ class SupernetTrainer:
     def evaluate_config(self, config: dict) -> dict[str, float]:
         """Extract the subnet, recalibrate its BN on training images, score it on the val set."""
         from salnas_core.metrics import SaliencyMetrics, selection_score
+        from salnas_core.metrics.blur import gaussian_blur
         from salnas_core.supernet import recalibrate_bn
 
         self.model.set_active_subnet(config)
@@ -342,7 +346,8 @@ class SupernetTrainer:
             images, density, fixations = _to(batch, self.device, self.memory_format)
             with self._autocast():
                 pred = subnet(images, out_size=tuple(density.shape[-2:]))
-            metrics.update(pred.float(), density, fixations)
+            pred = gaussian_blur(pred.float()) if self.cfg.select_blur else pred.float()
+            metrics.update(pred, density, fixations)
         out = {k: float(v) for k, v in metrics.compute().items()}
         out["score"] = float(selection_score(out))
         return out

@@ -227,3 +227,30 @@ def test_prefetching_epoch_equals_the_plain_loop(tiny_ingested, tmp_path):
     assert torch.equal(ra, rb)
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
+
+
+def test_blurred_selection_scores_the_blurred_maps(tiny_ingested, tmp_path):
+    """select_blur (the authors' selection) scores exactly what the benchmark blur makes of the maps."""
+    from salnas_core.metrics import SaliencyMetrics, selection_score
+    from salnas_core.metrics.blur import gaussian_blur
+    from salnas_core.supernet import recalibrate_bn
+
+    train, val = _sets(tiny_ingested)
+    scores = {}
+    for blur in (False, True):
+        cfg = TrainConfig(epochs=1, batch_size=2, calib_images=2, val_batch_size=2, seed=1, select_blur=blur)
+        tr = SupernetTrainer(_model(), train, val, cfg, out_dir=tmp_path / str(blur))
+        scores[blur] = tr.evaluate_config(tr.model.sample_min_subnet())
+    assert scores[True]["score"] != scores[False]["score"]
+    # the blurred score by hand: the same recalibrated subnet, blurred, through the same metrics
+    tr.model.set_active_subnet(tr.model.sample_min_subnet())
+    sub = tr.model.get_active_subnet(preserve_weight=True)
+    recalibrate_bn(sub, tr.calib_loader, len(tr.calib_loader))
+    sub.eval()
+    m = SaliencyMetrics(names=tuple(k for k in scores[True] if k != "score"), sync_on_compute=False)
+    with torch.no_grad():
+        for b in tr.val_loader:
+            m.update(gaussian_blur(sub(b["image"], out_size=tuple(b["density"].shape[-2:])).float()),
+                     b["density"], b["fixations"])
+    want = {k: float(v) for k, v in m.compute().items()}
+    assert float(selection_score(want)) == pytest.approx(scores[True]["score"], rel=1e-4)
