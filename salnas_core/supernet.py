@@ -28,6 +28,7 @@ from torch import nn
 
 from .nn import static as S
 from .nn.dynamic import DynamicConvBnAct, DynamicMBConv
+from .nn.postprocess import Postprocess
 from .spaces import SpaceSpec, get_space
 
 log = logging.getLogger(__name__)
@@ -247,6 +248,12 @@ class SalNASNet(_SaliencyForward):
             prev = width[src]
         self.refine = S.ConvBnAct(prev, width[0], 3, act=sp.decoder_act, **bn)
         self.out = S.ConvBnAct(width[0], 1, 3, act="sigmoid", **bn)
+        self.postprocess: Postprocess | None = None  # blur + centre prior, fitted after training
+
+    def set_postprocess(self, post: Postprocess | dict[str, Any] | None) -> "SalNASNet":
+        """Attach (or with None remove) the fitted blur + centre prior (nn.postprocess)."""
+        self.postprocess = Postprocess(**post) if isinstance(post, dict) else post
+        return self
 
     def _resolution(self) -> int:
         return self.config["resolution"][0]
@@ -270,7 +277,8 @@ class SalNASNet(_SaliencyForward):
             if i > 0:
                 x = torch.cat([x, feats[sp.skip_from[i - 1]]], 1)
             x = _up2(step(x))
-        return self.out(self.refine(x))
+        y = self.out(self.refine(x))
+        return y if self.postprocess is None else self.postprocess(y)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,8 +314,13 @@ def save_model(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any] |
     if not hasattr(model, "config"):
         raise TypeError(f"{type(model).__name__} has no .config; build it with build_subnet(config)")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return torch_save_atomic({"config": copy.deepcopy(model.config), "state_dict": state,
-                              "meta": dict(meta or {})}, path)
+    meta = dict(meta or {})
+    post = getattr(model, "postprocess", None)
+    if post is not None:
+        meta["postprocess"] = post.as_dict()
+    else:
+        meta.pop("postprocess", None)
+    return torch_save_atomic({"config": copy.deepcopy(model.config), "state_dict": state, "meta": meta}, path)
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SalNASNet:
@@ -331,6 +344,11 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not match the config: {e}") from e
     model.meta = blob.get("meta", {})
+    if model.meta.get("postprocess"):
+        try:
+            model.set_postprocess(dict(model.meta["postprocess"]))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: bad postprocess in meta: {e}") from e
     return model.eval()
 
 
