@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..utils.io import read_json
 from . import ground_truth as gt
-from .transforms import PairedAugment, get_normalization
+from .transforms import PairedAugment, augment_for, get_normalization
 
 
 @lru_cache(maxsize=16)
@@ -55,7 +55,8 @@ class SaliencyDataset(Dataset):
             raise ValueError(f"{self.root}: split {split!r} is empty (splits present: {have})")
         self.split = split
         self.normalize = get_normalization(normalization)
-        self.augment = PairedAugment() if augment is True else (augment or None)
+        # True: the dataset's own training augmentation (transforms.DATASET_AUGMENT)
+        self.augment = augment_for(self.manifest.get("dataset")) if augment is True else (augment or None)
         self.working_size = tuple(self.manifest["working_size"])
         self.size = tuple(size) if size else self.working_size
         self.sigma = float(self.manifest["sigma_px"])

@@ -2,7 +2,8 @@
 
 NORMALIZATIONS[name](x) maps a float image in [0, 1], (3, H, W) or (B, 3, H, W), torch tensor or
 numpy array, to what the encoder expects. Paired augmentation flips image, density and fixation map together (the maps
-stay aligned with the pixels); colour jitter touches the image only.
+stay aligned with the pixels); colour jitter touches the image only. Which augmentation a dataset
+trains with is one table, DATASET_AUGMENT (the SalNAS authors': jitter on SALICON only).
 """
 from __future__ import annotations
 
@@ -60,17 +61,45 @@ def _gray(x: np.ndarray) -> np.ndarray:
 # Per-item augmentation runs in numpy on (C, H, W) float32 arrays: it is single-threaded, so
 # it does not fight the training loop for torch's intra-op threads (8x slower on 2 busy cores).
 
+def _shift_hue(img: np.ndarray, shift: float) -> np.ndarray:
+    """Rotate the hue of an RGB (3, H, W) image in [0, 1] by `shift` turns (torchvision's
+    adjust_hue: RGB -> HSV, h + shift mod 1, back to RGB)."""
+    r, g, b = img
+    v = img.max(0)
+    delta = v - img.min(0)
+    s = np.where(v > 0, delta / np.where(v > 0, v, 1), 0)
+    d = np.where(delta > 0, delta, 1)
+    rc, gc, bc = (v - r) / d, (v - g) / d, (v - b) / d
+    h = np.where(v == r, bc - gc, np.where(v == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = np.where(delta > 0, (h / 6.0) % 1.0, 0.0)
+    h = (h + shift) % 1.0 * 6.0
+    i = np.floor(h).astype(np.int64) % 6
+    f = h - np.floor(h)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    out = np.stack([np.choose(i, [v, q, p, p, t, v]), np.choose(i, [t, v, v, q, p, p]),
+                    np.choose(i, [p, p, t, v, v, q])])
+    return out.astype(np.float32, copy=False)
+
+
 @dataclass(frozen=True)
 class ColorJitter:
-    """Random brightness, contrast and saturation factors in [1 - v, 1 + v], applied in random order."""
+    """Random brightness, contrast and saturation factors in [1 - v, 1 + v] and a hue rotation in
+    [-hue, hue] turns, applied in random order (torchvision's ColorJitter)."""
 
     brightness: float = 0.2
     contrast: float = 0.2
     saturation: float = 0.2
+    hue: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {self.hue}")
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         ops = [(name, 1.0 + rng.uniform(-v, v)) for name, v in
                (("b", self.brightness), ("c", self.contrast), ("s", self.saturation)) if v > 0]
+        if self.hue > 0:
+            ops.append(("h", rng.uniform(-self.hue, self.hue)))
         for i in rng.permutation(len(ops)):
             name, f = ops[i]
             if name == "b":
@@ -78,9 +107,11 @@ class ColorJitter:
             elif name == "c":
                 m = np.float32(_gray(img).mean())
                 img = (img - m) * np.float32(f) + m
-            else:
+            elif name == "s":
                 g = _gray(img)
                 img = (img - g) * np.float32(f) + g
+            else:
+                img = _shift_hue(img, f)
             np.clip(img, 0.0, 1.0, out=img)
         return img.astype(np.float32, copy=False)
 
@@ -93,7 +124,7 @@ class PairedAugment:
     """
 
     hflip_p: float = 0.5
-    jitter: ColorJitter | None = ColorJitter()
+    jitter: ColorJitter | None = None
 
     def __call__(self, image: np.ndarray, density: np.ndarray, fixations: np.ndarray,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -102,3 +133,16 @@ class PairedAugment:
         if self.jitter is not None:
             image = self.jitter(np.ascontiguousarray(image), rng)
         return np.ascontiguousarray(image), np.ascontiguousarray(density), np.ascontiguousarray(fixations)
+
+
+# Training augmentation per dataset, as the SalNAS authors' data.py: SALICON gets flips and
+# ColorJitter(0.4, 0.4, 0.4, hue=0.2) (L97-118), every other dataset flips only (L237-247 etc.).
+DATASET_AUGMENT: dict[str, PairedAugment] = {
+    "salicon": PairedAugment(hflip_p=0.5, jitter=ColorJitter(0.4, 0.4, 0.4, hue=0.2)),
+}
+DEFAULT_AUGMENT = PairedAugment(hflip_p=0.5, jitter=None)
+
+
+def augment_for(dataset: str | None) -> PairedAugment:
+    """The training augmentation of `dataset` (its ingested name): DATASET_AUGMENT, else flips only."""
+    return DATASET_AUGMENT.get(str(dataset or "").lower(), DEFAULT_AUGMENT)

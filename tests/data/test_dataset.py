@@ -5,7 +5,7 @@ import torch
 
 from salnas_core.data import ground_truth as gt
 from salnas_core.data.dataset import SaliencyDataset, load_manifest, load_original_ground_truth, make_loader
-from salnas_core.data.transforms import NORMALIZATIONS, ColorJitter, PairedAugment
+from salnas_core.data.transforms import NORMALIZATIONS, ColorJitter, PairedAugment, _shift_hue, augment_for
 
 
 def test_tiny_ingested_has_both_splits(tiny_ingested):
@@ -92,6 +92,47 @@ def test_augmentation_flips_all_three_together(tiny_ingested):
     c = jit[1]
     assert not torch.equal(c["image"], a["image"])
     assert torch.equal(c["density"], a["density"]) and torch.equal(c["fixations"], a["fixations"])
+
+
+def test_hue_rotation_turns_the_colour_circle():
+    red = np.zeros((3, 2, 2), np.float32)
+    red[0] = 1.0
+    green = _shift_hue(red, 1 / 3)
+    np.testing.assert_allclose(green[:, 0, 0], [0, 1, 0], atol=1e-6)
+    np.testing.assert_allclose(_shift_hue(red, -1 / 3)[:, 0, 0], [0, 0, 1], atol=1e-6)
+    img = np.random.default_rng(0).random((3, 5, 7), dtype=np.float32)
+    np.testing.assert_allclose(_shift_hue(img, 0.0), img, atol=1e-6)
+    np.testing.assert_allclose(_shift_hue(_shift_hue(img, 0.2), -0.2), img, atol=1e-5)
+    gray = np.full((3, 4, 4), 0.3, np.float32)
+    np.testing.assert_allclose(_shift_hue(gray, 0.2), gray, atol=1e-6)  # no hue to turn
+
+
+def test_training_augmentation_per_dataset_is_the_authors():
+    """SALICON: flips + ColorJitter(0.4, 0.4, 0.4, hue=0.2); every other dataset: flips only."""
+    assert augment_for("salicon") == PairedAugment(0.5, ColorJitter(0.4, 0.4, 0.4, hue=0.2))
+    for name in ("osie", "mit1003", "cat2000", "nus_scene", "synthetic", None):
+        assert augment_for(name) == PairedAugment(0.5, None), name
+
+
+def test_dataset_trains_with_its_own_augmentation(tiny_ingested, tmp_path):
+    import json
+    import shutil
+
+    def images(root):
+        plain = SaliencyDataset(root, "train", normalization="none")
+        aug = SaliencyDataset(root, "train", normalization="none", augment=True, seed=0)
+        return [(plain[i]["image"], aug[i]["image"]) for i in range(len(plain)) for _ in range(2)]
+
+    pairs = images(tiny_ingested)  # OSIE (or the synthetic stand-in): flips only, colours untouched
+    assert all(torch.equal(b, a) or torch.equal(b, a.flip(-1)) for a, b in pairs)
+    assert any(torch.equal(b, a.flip(-1)) for a, b in pairs) and any(torch.equal(b, a) for a, b in pairs)
+    sal = tmp_path / "salicon"
+    shutil.copytree(tiny_ingested, sal)
+    man = json.loads((sal / "manifest.json").read_text())
+    (sal / "manifest.json").write_text(json.dumps({**man, "dataset": "salicon"}))
+    assert SaliencyDataset(sal, "train", augment=True).augment.jitter.hue == 0.2
+    pairs = images(sal)  # SALICON: colours jittered as well
+    assert all(not torch.equal(b, a) and not torch.equal(b, a.flip(-1)) for a, b in pairs)
 
 
 def test_original_ground_truth(tiny_ingested):
