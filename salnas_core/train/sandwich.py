@@ -47,13 +47,42 @@ def dropout_nchw(x: torch.Tensor, p: float) -> torch.Tensor:
     return x * noise
 
 
+def drop_connect_factors(model: nn.Module, last_stages: int = 2) -> dict[str, float]:
+    """{block name: idx / n_blocks} for the blocks of the last `last_stages` stages, where idx counts
+    every block of the maximum depth across all stages and n_blocks is their number: the share of
+    the drop-connect rate each block gets (AttentiveNAS `set_dropout_rate(dropout, drop_connect,
+    drop_connect_only_last_two_stages=True)`, called by the SalNAS code for the max subnet)."""
+    stages = getattr(model, "stages", None)
+    if stages is None:
+        return {}
+    n_blocks = sum(len(blocks) for blocks in stages)
+    out, idx = {}, 0
+    for s, blocks in enumerate(stages):
+        for j in range(len(blocks)):
+            if s >= len(stages) - last_stages:
+                out[f"stages.{s}.{j}"] = idx / n_blocks
+            idx += 1
+    return out
+
+
+def is_identity_residual(block: nn.Module, x: torch.Tensor, out: torch.Tensor) -> bool:
+    """Whether `block`'s output was `branch + x` in this forward: a residual block (not
+    shortcut 'none') at stride 1 whose input and output shapes match (AttentiveNAS's shortcut is
+    then the identity, its 1x1 projection unused)."""
+    return (getattr(block, "shortcut_kind", "none") != "none" and getattr(block, "stride", 1) == 1
+            and x.shape == out.shape)
+
+
 class MaxSubnetRegularisation:
     """Dropout before the output head and drop-connect (stochastic depth) on identity residuals,
     added to a supernet through hooks, as AttentiveNAS's `set_dropout_rate(dropout, drop_connect)`
-    does inside its blocks (the SalNAS code calls it with 0.2, 0.2 for the max subnet only).
+    does inside its blocks (the SalNAS code calls it with 0.2, 0.2 for the max subnet only):
+    block idx of the last two stages drops its branch per sample with rate
+    `drop_connect * idx / n_blocks` (drop_connect_factors), wherever its residual is the identity.
 
     Active only while the module is in training mode and the rates are non-zero; a supernet that
-    has its own `set_dropout_rate` is driven through that instead.
+    has its own `set_dropout_rate` is driven through that instead. `applied` holds {block name:
+    rate} of the blocks drop-connect ran on since the last `set`.
     """
 
     def __init__(self, model: nn.Module):
@@ -61,14 +90,16 @@ class MaxSubnetRegularisation:
         self.dropout = 0.0
         self.drop_connect = 0.0
         self.handles = []
+        self.applied: dict[str, float] = {}
+        self.factors = drop_connect_factors(model)
         if hasattr(model, "set_dropout_rate"):
             return
         head = getattr(model, "out", None)
         if isinstance(head, nn.Module):
             self.handles.append(head.register_forward_pre_hook(self._dropout_hook))
-        for m in model.modules():
-            if hasattr(m, "shortcut_kind") and hasattr(m, "active_out_channels"):  # an MBConv block
-                self.handles.append(m.register_forward_hook(self._drop_connect_hook))
+        for name, m in model.named_modules():
+            if self.factors.get(name, 0.0) > 0:  # an MBConv block of the last two stages
+                self.handles.append(m.register_forward_hook(self._drop_connect_hook(name, self.factors[name])))
 
     def set(self, dropout: float, drop_connect: float) -> None:
         if not (0.0 <= dropout < 1.0 and 0.0 <= drop_connect < 1.0):
@@ -76,24 +107,24 @@ class MaxSubnetRegularisation:
         if hasattr(self.model, "set_dropout_rate"):
             self.model.set_dropout_rate(dropout, drop_connect)
         self.dropout, self.drop_connect = float(dropout), float(drop_connect)
+        self.applied = {}
 
     def _dropout_hook(self, module: nn.Module, args: tuple):
         if self.dropout > 0 and module.training:
             return (dropout_nchw(args[0], self.dropout),) + tuple(args[1:])
         return None
 
-    def _drop_connect_hook(self, module: nn.Module, args: tuple, out: torch.Tensor):
-        x = args[0]
-        if self.drop_connect <= 0 or not module.training or x.shape != out.shape:
-            return None
-        # only a pure identity residual (out = branch + x) can be split without recomputation
-        identity = (module.shortcut_kind == "projection" and getattr(module, "shortcut", None) is None) or \
-            (module.shortcut_kind == "identity" and getattr(module, "stride", 1) == 1)
-        if not identity:
-            return None
-        keep = 1.0 - self.drop_connect
-        mask = torch.floor(keep + torch.rand(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device))
-        return x + (out - x) * (mask / keep)
+    def _drop_connect_hook(self, name: str, factor: float):
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor):
+            x = args[0]
+            rate = self.drop_connect * factor
+            if rate <= 0 or not module.training or not is_identity_residual(module, x, out):
+                return None
+            self.applied[name] = rate
+            keep = 1.0 - rate
+            mask = torch.floor(keep + torch.rand(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device))
+            return x + (out - x) * (mask / keep)  # out - x: the branch
+        return hook
 
     def remove(self) -> None:
         for h in self.handles:

@@ -1,6 +1,7 @@
 """Sandwich rule: max + N random + min per step, regularisation on the max subnet only."""
 import random
 
+import pytest
 import torch
 
 from salnas_core.supernet import create_supernet
@@ -119,3 +120,65 @@ def test_channels_last_training_gives_the_nchw_losses(tmp_path):
             assert abs(la[k] - lb[k]) <= 1e-5 * max(1.0, abs(la[k])), (step, k, la, lb)
     for (n, pa), pb in zip(a.model.named_parameters(), b.model.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5, msg=n)
+
+
+# The authors' drop-connect (AttentiveNAS set_dropout_rate(0.2, 0.2, True) on the max subnet): block
+# idx of the last two stages, counted over every block of the maximum depth, gets rate
+# 0.2 * idx / n_blocks, and only where its residual is the identity.
+EXPECTED_DROP_CONNECT = {
+    # 37 blocks (mb1..mb7 max depths 2, 5, 6, 6, 8, 8, 2): mb6 = blocks 27..34, mb7 = 35..36; at the
+    # max subnet each stage's first block has no identity (mb6: stride 2; mb7: 216 -> 224 channels)
+    "salnas": {**{f"stages.5.{j}": (27 + j) / 37 for j in range(1, 8)}, "stages.6.1": 36 / 37},
+    # 16 blocks (depths 1, 2, 2, 3, 3, 4, 1): s6 = blocks 11..14, s7 = 15 (a first block has no skip)
+    "lite": {f"stages.5.{j}": (11 + j) / 16 for j in range(1, 4)},
+}
+
+
+def _space_net(space):
+    torch.manual_seed(0)
+    return set_resolutions(create_supernet(space, pretrained=False), [256]).train()
+
+
+@pytest.mark.parametrize("space", sorted(EXPECTED_DROP_CONNECT))
+def test_drop_connect_goes_to_the_authors_blocks_at_the_authors_rates(space):
+    net = _space_net(space)
+    reg = MaxSubnetRegularisation(net)
+    net.sample_max_subnet()
+    reg.set(0.0, 0.2)
+    with torch.no_grad():
+        net(torch.randn(2, 3, 48, 64))
+    want = {k: 0.2 * v for k, v in EXPECTED_DROP_CONNECT[space].items()}
+    assert reg.applied.keys() == want.keys()
+    assert all(reg.applied[k] == pytest.approx(want[k]) for k in want)
+    reg.set(0.0, 0.0)  # the other sandwich subnets: none
+    with torch.no_grad():
+        net(torch.randn(2, 3, 48, 64))
+    assert reg.applied == {}
+
+
+@pytest.mark.parametrize("space", sorted(EXPECTED_DROP_CONNECT))
+def test_drop_connect_drops_whole_samples_in_training_and_never_in_eval(space):
+    net = _space_net(space)
+    reg = MaxSubnetRegularisation(net)
+    net.sample_max_subnet()
+    name = max(EXPECTED_DROP_CONNECT[space], key=EXPECTED_DROP_CONNECT[space].get)
+    block = net.get_submodule(name)
+    c = block.out_widths[-1]
+    x = torch.randn(64, c, 4, 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain = block(x)
+        reg.set(0.0, 0.9)
+        rate = 0.9 * EXPECTED_DROP_CONNECT[space][name]
+        torch.manual_seed(3)
+        out = block(x)
+        dropped = [torch.allclose(out[i], x[i]) for i in range(len(x))]
+        kept = [torch.allclose(out[i], x[i] + (plain[i] - x[i]) / (1 - rate), atol=1e-5) for i in range(len(x))]
+        assert all(d != k for d, k in zip(dropped, kept))  # each sample: the branch whole or gone
+        assert 0 < sum(kept) < len(x)
+        block.eval()
+        reg.set(0.0, 0.9)
+        eval_out = block(x)
+        assert reg.applied == {}
+        reg.set(0.0, 0.0)
+        torch.testing.assert_close(eval_out, block(x), rtol=0, atol=0)  # eval: never dropped
+        assert not torch.equal(eval_out, x)
