@@ -56,6 +56,12 @@ STEPS: tuple[StepDef, ...] = (
                       help="override params train_supernet.epochs"),
                 Param("self_kd", bool, "--no-self-kd", action="store_false", default=None, kfp=False,
                       help="train without Self-KD (ablation)"),
+                Param("init", str, "--init", default=None, kfp=False, nargs=2,
+                      help="KIND PATH: start the encoder from a checkpoint; alphanet: an AlphaNet ImageNet "
+                           "supernet (`salnas` space; params train_supernet.init: alphanet:PATH)"),
+                Param("init_supernet", str, "--init-supernet", default=None, kfp=False,
+                      help="start every weight from this trained supernet.pt (same space): fine-tune it on "
+                           "--data (params train_supernet.init_supernet)"),
                 _RESUME, _FORCE),
         extra_args=("--no-progress",),
     ),

@@ -24,16 +24,36 @@ log = logging.getLogger(__name__)
 
 STEP = "train_supernet"
 # keys of the params section that configure the step itself; the rest is salnas_core.train.TrainConfig
-STEP_KEYS = ("space", "preset", "pretrained", "input_size", "resolutions", "threads", "train_limit", "augment", "device",
-             "tracking")
+STEP_KEYS = ("space", "preset", "pretrained", "init", "init_supernet", "input_size", "resolutions", "threads",
+             "train_limit", "augment", "device", "tracking")
+# `init: KIND:PATH` starts the encoder from another project's checkpoint; the loaders by KIND
+INIT_KINDS = ("alphanet",)
+
+
+def parse_init(value: Any) -> tuple[str, Path] | None:
+    """params `train_supernet.init` ("alphanet:PATH", or null) -> (kind, path)."""
+    if not value:
+        return None
+    kind, sep, path = str(value).partition(":")
+    if not sep or not path or kind not in INIT_KINDS:
+        raise UserError(f"train_supernet.init: expected KIND:PATH with KIND one of {', '.join(INIT_KINDS)} "
+                        f"(e.g. alphanet:alphanet_pretrained.pth.tar), got {value!r}")
+    return kind, Path(path)
 
 
 def resolve_params(preset: str | None = None, epochs: int | None = None, self_kd: bool | None = None,
                    space: str | None = None, overrides: dict | None = None,
-                   params_path: str | Path | None = None) -> dict[str, Any]:
+                   params_path: str | Path | None = None, init: list[str] | tuple[str, str] | None = None,
+                   init_supernet: str | Path | None = None) -> dict[str, Any]:
     from salnas_core.utils.params import step_params
 
     over = dict(overrides or {})
+    if init:  # --init KIND PATH
+        if len(init) != 2:
+            raise UserError(f"--init: expected KIND PATH (e.g. --init alphanet alphanet_pretrained.pth.tar), got {init}")
+        over["init"] = f"{init[0]}:{init[1]}"
+    if init_supernet:
+        over["init_supernet"] = str(init_supernet)
     if epochs is not None:
         over["epochs"] = int(epochs)
     if self_kd is not None:
@@ -137,22 +157,37 @@ def build_datasets(root: Path, step: dict[str, Any], normalization: str, seed: i
 def run(data: str | Path, out: str | Path, preset: str | None = None, epochs: int | None = None,
         self_kd: bool | None = None, resume: bool = False, space: str | None = None,
         overrides: dict | None = None, params_path: str | Path | None = None, force: bool = False,
-        logger: Callable | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train the supernet on the ingested dataset at `data`; write the run folder `out`."""
+        logger: Callable | None = None, progress: bool = True, init: list[str] | None = None,
+        init_supernet: str | Path | None = None) -> dict[str, Any]:
+    """Train the supernet on the ingested dataset at `data`; write the run folder `out`.
+
+    `init` (KIND PATH) / params `init: KIND:PATH`: the encoder starts from that checkpoint (alphanet:
+    an AlphaNet ImageNet supernet, `salnas` space). `init_supernet` / params `init_supernet: PATH`:
+    every weight starts from a supernet this step trained before (fine-tuning on another dataset)."""
     import torch
 
+    from salnas_core.utils.hashing import sha256_file
     from salnas_core.utils.io import read_json
 
     out = Path(out)
-    p = resolve_params(preset, epochs, self_kd, space, overrides, params_path)
+    p = resolve_params(preset, epochs, self_kd, space, overrides, params_path, init, init_supernet)
     step, cfg = split_params(p)
+    starts = {"init": parse_init(p.get("init")), "init_supernet": p.get("init_supernet")}
+    if starts["init"] and starts["init_supernet"]:
+        raise UserError("train_supernet: give init (an encoder checkpoint) or init_supernet (a whole supernet), "
+                        "not both")
+    start_file = starts["init"][1] if starts["init"] else starts["init_supernet"]
+    if start_file and not Path(start_file).is_file():
+        raise UserError(f"{start_file}: not found (given as train_supernet.{'init' if starts['init'] else 'init_supernet'})")
     from ._nas_common import find_dataset, params_hash
 
     root = find_dataset(data)
     manifest = read_json(root / "manifest.json")
     if p.get("select_blur") is None:  # the dataset's protocol decides (data.protocols): authors -> blurred
         cfg.select_blur = manifest.get("protocol") == "authors"
-    phash = params_hash({"params": p, "data": manifest.get("version")})
+    # the starting weights' content, not only their path, decides whether a finished run is reusable
+    phash = params_hash({"params": p, "data": manifest.get("version"),
+                         **({"start": sha256_file(start_file)} if start_file else {})})
 
     metrics_path = out / "metrics.json"
     if not force and not resume and metrics_path.exists() and (out / "supernet.pt").exists():
@@ -188,7 +223,18 @@ def _train(root: Path, out: Path, p: dict, step: dict, cfg, manifest: dict, phas
     dist_utils.init_from_env(None if device == "auto" else torch.device(device))
     is_main = dist_utils.is_main()
     torch.manual_seed(cfg.seed)
-    model = create_supernet(step.get("space", "lite"), pretrained=bool(step.get("pretrained", True)))
+    init, init_supernet = parse_init(step.get("init")), step.get("init_supernet")
+    # ImageNet weights only where nothing else gives the starting point
+    model = create_supernet(step.get("space", "lite"),
+                            pretrained=bool(step.get("pretrained", True)) and not init and not init_supernet)
+    if init:
+        from salnas_core.spaces.salnas import load_alphanet
+
+        load_alphanet(model, init[1])
+    if init_supernet:
+        from salnas_core.train.checkpoint import init_from_supernet
+
+        init_from_supernet(model, init_supernet)
     set_resolutions(model, step.get("resolutions"))
     space_name = model.space.name
     train_set, calib_set, val_set = build_datasets(root, step, model.space.normalization, cfg.seed)
@@ -216,6 +262,7 @@ def _train(root: Path, out: Path, p: dict, step: dict, cfg, manifest: dict, phas
         summary = trainer.fit(resume=resume)
         if is_main:
             meta = {"epoch": trainer.epoch, "resolutions": list(model.space.resolutions), "self_kd": cfg.self_kd,
+                    "init": step.get("init"), "init_supernet": step.get("init_supernet"),
                     "params_hash": phash, "data_version": manifest.get("version"), "final": summary["final"]}
             save_supernet(out / "supernet.pt", trainer.model, space_name, meta)
             write_plots(trainer.history, out / "plots")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from salnas_core.errors import UserError
 from salnas_core.utils.io import atomic_path, load_torch_file, remove_stale_temporaries, torch_save_atomic
 
 log = logging.getLogger(__name__)
@@ -172,15 +173,42 @@ def save_supernet(path: str | Path, model: torch.nn.Module, space: str, meta: di
                               "meta": dict(meta or {})}, path)
 
 
+def _read_supernet(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    obj = load_torch_file(path, "supernet file", map_location=map_location)
+    if not isinstance(obj, dict) or obj.get("format") != SUPERNET_FORMAT:
+        raise UserError(f"{path}: not a SalNAS supernet file (a train-supernet supernet.pt or best.pt)")
+    return obj
+
+
 def load_supernet(path: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild the supernet saved by `save_supernet` (space from the file, weights loaded)."""
     from salnas_core.supernet import create_supernet
 
-    obj = load_torch_file(path, "supernet file", map_location=map_location)
-    if not isinstance(obj, dict) or obj.get("format") != SUPERNET_FORMAT:
-        raise ValueError(f"{path}: not a SalNAS supernet file")
+    obj = _read_supernet(path, map_location)
     model = create_supernet(obj["space"], pretrained=False)
     model.load_state_dict(obj["state_dict"])
     model.meta = obj.get("meta", {})
     set_resolutions(model, model.meta.get("resolutions"))
     return model
+
+
+def init_from_supernet(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
+    """Start `model` from the weights of a trained supernet file (`save_supernet`) of the same space
+    and shapes: the authors' fine-tuning of their SALICON supernet on each other dataset. Returns
+    the file's meta. A file of another space or with other tensors is a one-line UserError."""
+    obj = _read_supernet(path)
+    space = getattr(model.space, "name", None)
+    if obj.get("space") != space:
+        raise UserError(f"{path}: a supernet of space {obj.get('space')!r}, but this run trains {space!r} "
+                        f"(--set space={obj.get('space')})")
+    own, src = model.state_dict(), obj["state_dict"]
+    problems = [f"missing {k}" for k in own if k not in src] + [f"unexpected {k}" for k in src if k not in own]
+    problems += [f"{k} {tuple(src[k].shape)} (expected {tuple(v.shape)})" for k, v in own.items()
+                 if k in src and tuple(src[k].shape) != tuple(v.shape)]
+    if problems:
+        raise UserError(f"{path}: its tensors do not match a {space!r} supernet: {len(problems)} differences "
+                        f"(first: {'; '.join(problems[:3])})")
+    model.load_state_dict(src)
+    meta = dict(obj.get("meta") or {})
+    log.info("starting from supernet %s (space %s, trained %s epochs)", path, space, meta.get("epoch"))
+    return meta

@@ -39,6 +39,20 @@ def test_preset_and_overrides_merge_over_the_section():
         step_params("search", "fast")
 
 
+def test_the_paper_preset_trains_the_paper_space_with_the_authors_recipe():
+    """train_salnas.py + configs/train_alphanet_models.yml (docs/training.md); tiny and cpu stay on lite."""
+    p = step_params("train_supernet", "paper")
+    assert p["space"] == "salnas" and p["resolutions"] is None and p["input_size"] is None
+    assert p["train_limit"] is None and p["augment"] is True
+    authors = {"epochs": 20, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-5,
+               "t0": 10, "t_mult": 1, "grad_clip_value": 1.0, "n_random": 2, "dropout": 0.2, "drop_connect": 0.2,
+               "self_kd": True, "alpha": 0.5, "amp": True, "seed": 3407}
+    assert {k: p[k] for k in authors} == authors
+    for preset in ("tiny", "cpu", None):
+        assert step_params("train_supernet", preset)["space"] == "lite", preset
+    assert step_params("train_supernet")["init"] is None and step_params("train_supernet")["init_supernet"] is None
+
+
 def test_params_file_comes_from_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SALNAS_PARAMS", raising=False)
