@@ -134,3 +134,19 @@ def test_pyfunc_serves_each_engine(lite_model, calibration_dir, tmp_path):
     assert maps["eager"].shape == img.shape[:2]
     assert np.abs(maps["eager"] - maps["onnx"]).max() <= 1e-4
     assert _cc(maps["onnx"], maps["int8"]) > 0.95
+
+
+def test_cli_engine_flag(lite_model, tmp_path, capsys):
+    from PIL import Image
+
+    from salnas_core.cli import main
+
+    img = tmp_path / "in" / "a.png"
+    img.parent.mkdir()
+    Image.fromarray(_images()[1]).save(img)
+    assert main(["predict", str(img), "--model", str(lite_model), "--out", str(tmp_path / "e"), "--engine", "eager"]) == 0
+    assert json.loads((tmp_path / "e" / "predictions.json").read_text())["engine"] == "eager"
+    assert main(["predict", str(img), "--model", str(lite_model), "--out", str(tmp_path / "d")]) == 0
+    assert json.loads((tmp_path / "d" / "predictions.json").read_text())["engine"] == "onnx"
+    assert main(["predict", str(img), "--model", str(lite_model), "--out", str(tmp_path / "i"), "--engine", "int8"]) == 2
+    assert "--calibration" in capsys.readouterr().err
