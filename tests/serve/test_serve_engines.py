@@ -150,3 +150,25 @@ def test_cli_engine_flag(lite_model, tmp_path, capsys):
     assert json.loads((tmp_path / "d" / "predictions.json").read_text())["engine"] == "onnx"
     assert main(["predict", str(img), "--model", str(lite_model), "--out", str(tmp_path / "i"), "--engine", "int8"]) == 2
     assert "--calibration" in capsys.readouterr().err
+
+
+def test_registered_model_takes_the_engine_at_load(lite_model, tmp_path, monkeypatch):
+    """What the register step logs (pyfunc_model.MODEL_CONFIG) lets load_model choose the engine;
+    without a choice the environment's SALNAS_ENGINE decides, else auto."""
+    import mlflow.pyfunc
+
+    from salnas_core.serve import pyfunc_model
+    from salnas_core.tracking import mlflow_utils as mu
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "engine-test")
+    reg = mu.register_model(lite_model, python_model=pyfunc_model.__file__, model_config=pyfunc_model.MODEL_CONFIG,
+                            name="engines", score=1.0)
+
+    def engine_of(**kw):
+        return mlflow.pyfunc.load_model(reg["uri"], **kw)._model_impl.python_model.predictor.engine.name
+
+    assert engine_of() == "onnx"
+    assert engine_of(model_config={"engine": "eager"}) == "eager"
+    monkeypatch.setenv("SALNAS_ENGINE", "eager")
+    assert engine_of() == "eager"
