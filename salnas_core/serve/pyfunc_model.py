@@ -3,6 +3,14 @@
 Logged as models-from-code with the salnas_core package beside it (`code_paths`), so
 `mlflow models serve -m models:/salnas@champion` needs only the logged requirements. The device
 follows the machine it is served on: CUDA when present.
+
+The engine (serve.engines) is the fastest measured form unless chosen: `model_config={"engine":
+"eager"|"onnx"|"int8", "calibration": DIR}` at `mlflow.pyfunc.load_model`, or $SALNAS_ENGINE /
+$SALNAS_CALIBRATION for `mlflow models serve` (which passes no model_config). The ONNX file is
+built on load, not logged: it depends on the serving machine's ONNX Runtime, it keeps every
+version already registered servable as it is, and its build (export + parity check, seconds) is
+cached per model hash in the working root's cache (a temporary folder when that is read-only),
+written atomically so parallel workers share it.
 """
 from __future__ import annotations
 
@@ -23,6 +31,10 @@ def as_rgb8(a: Any) -> np.ndarray:
     return a
 
 
+# logged with the model (mlflow only accepts model_config keys it was logged with)
+MODEL_CONFIG = {"engine": "auto", "calibration": ""}
+
+
 class SaliencyModel(mlflow.pyfunc.PythonModel):
     """uint8 RGB images (N, H, W, 3) of any H, W -> float32 maps (N, H, W); (H, W, 3) -> (H, W).
 
@@ -35,9 +47,16 @@ class SaliencyModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
+        import os
+
         from salnas_core.serve.predict import Predictor
 
-        self.predictor = Predictor(context.artifacts["model"], device="auto")
+        config = dict(getattr(context, "model_config", None) or {})
+        # the logged model_config (MODEL_CONFIG) says "auto": the environment may still choose
+        engine = config.get("engine") if config.get("engine") not in (None, "", "auto") else None
+        engine = engine or os.environ.get("SALNAS_ENGINE") or "auto"
+        calibration = config.get("calibration") or os.environ.get("SALNAS_CALIBRATION") or None
+        self.predictor = Predictor(context.artifacts["model"], device="auto", engine=engine, calibration=calibration)
 
     def predict(self, context, model_input, params=None):
         if isinstance(model_input, dict):  # a named tensor input

@@ -83,7 +83,8 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
     with mu.start_run("register", params={"model_name": name, "variant": variant, "evaluate": str(evaluate)}) as r:
         if r is None:
             raise RuntimeError("register: tracking is off (SALNAS_TRACKING); the registry needs MLflow")
-        reg = mu.register_model(model_path, python_model=pyfunc_model.__file__, name=name, score=score, metrics=metrics, data_version=version,
+        reg = mu.register_model(model_path, python_model=pyfunc_model.__file__, model_config=pyfunc_model.MODEL_CONFIG,
+                                name=name, score=score, metrics=metrics, data_version=version,
                                 arch_config=config,
                                 extra_tags=entry, description=entry_description(name, variant, score, row, cost,
                                                                                  metrics, version))

@@ -325,14 +325,15 @@ def validate_logged_model(model_uri: str, model_path: str | os.PathLike) -> None
 
 
 def register_model(model_path: str | os.PathLike, *, python_model: str | os.PathLike,
-                   name: str = DEFAULT_MODEL_NAME, score: float,
+                   name: str = DEFAULT_MODEL_NAME, score: float, model_config: dict | None = None,
                    metrics: dict[str, float] | None = None, data_version: str | None = None,
                    arch_config: dict | None = None, git_commit_id: str | None = None,
                    extra_tags: dict[str, str] | None = None, description: str | None = None) -> dict[str, Any]:
     """Register a `save_model` file as a new version of `name` (or return the existing one).
 
     python_model: the models-from-code file of the pyfunc wrapper
-    (`salnas_core.serve.pyfunc_model.__file__`).
+    (`salnas_core.serve.pyfunc_model.__file__`); model_config: its defaults, the keys
+    `mlflow.pyfunc.load_model(..., model_config=...)` may then override (`pyfunc_model.MODEL_CONFIG`).
     score: the validation selection score (lower is better) the champion gate compares.
     Logs into the active run (the register step's run) or a new `register` run. Returns
     {"name", "version", "uri", "source_sha256", "created": bool, "run_id", "score" (the score the
@@ -371,6 +372,7 @@ def register_model(model_path: str | os.PathLike, *, python_model: str | os.Path
         mlflow.set_tags({"salnas.data_version": meta["data_version"], TAG_HASH: digest})
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(Path(python_model).resolve()), artifacts={"model": str(model_path)},
+            model_config=model_config,
             code_paths=[package_dir()], signature=model_signature(), input_example=input_example(),
             metadata=meta, pip_requirements=serving_requirements())
         validate_logged_model(info.model_uri, model_path)  # a model that cannot serve is not registered
