@@ -35,13 +35,25 @@ def _load_rgb(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
+def split_items(manifest: dict, split: str) -> list[dict]:
+    """The manifest's items of `split`; "train" excludes the holdout slice, "holdout" is that slice."""
+    held = set((manifest.get("holdout") or {}).get("ids", ()))
+    if split == "all":
+        return list(manifest["items"])
+    if split == "holdout":
+        return [it for it in manifest["items"] if it["split"] == "train" and it["id"] in held]
+    return [it for it in manifest["items"] if it["split"] == split and it["id"] not in held]
+
+
 class SaliencyDataset(Dataset):
     """Items of one split: {"image": (3,H,W) normalised, "density": (1,H,W) sums to 1,
     "fixations": (1,H,W) binary, "id": str}.
 
     `size` (H, W) other than the ingested working size resizes the image (bilinear), maps the
     fixation coordinates and recomputes the density with the sigma scaled to that size.
-    `split` may be "train", "val", "test" or "all".
+    `split` may be "train" (without the holdout slice), "holdout" (the slice of the training split
+    that model selection scores on: manifest `holdout`, data.splits.holdout_ids), "val", "test" or
+    "all".
     """
 
     def __init__(self, root: str | Path, split: str = "train", normalization: str = "imagenet",
@@ -49,8 +61,11 @@ class SaliencyDataset(Dataset):
                  seed: int | None = None):
         self.root = Path(root)
         self.manifest = load_manifest(self.root)
-        self.items = [it for it in self.manifest["items"] if split == "all" or it["split"] == split]
+        self.items = split_items(self.manifest, split)
         if not self.items:
+            if split == "holdout":
+                raise ValueError(f"{self.root}/manifest.json: no holdout slice of the training split (ingested "
+                                 "with `ingest.holdout: 0` or before it existed): re-run `salnas ingest`")
             have = sorted({it["split"] for it in self.manifest["items"]})
             raise ValueError(f"{self.root}: split {split!r} is empty (splits present: {have})")
         self.split = split

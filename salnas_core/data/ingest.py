@@ -31,7 +31,7 @@ from ..utils.io import atomic_path, atomic_write_json
 from . import ground_truth as gt
 from .protocols import Protocol, get_protocol
 from .readers import DEFAULT_NAMES, Problem, Record, get_reader
-from .splits import assign_splits
+from .splits import assign_splits, holdout_ids
 
 log = logging.getLogger(__name__)
 
@@ -447,10 +447,13 @@ def ingest(source: str | os.PathLike, fmt: str, out: str | os.PathLike, working_
            limit: int | None = None, seed: int = 42, name: str | None = None, sigma: float | None = None,
            sigma_ref_size: tuple[int, int] | None = None, workers: int | None = None,
            progress: bool = True, source_label: str | None = None,
-           max_pixels: int | None = None, protocol: str | None = None) -> dict[str, Any]:
+           max_pixels: int | None = None, protocol: str | None = None,
+           holdout: int | float | None = None) -> dict[str, Any]:
     """Ingest the local folder `source` read as `fmt` into OUT/<dataset>/; returns the summary.
     `source_label`: what report and manifest record as the source (the s3:// prefix it came from).
     `protocol`: whose sigmas and split sizes (data.protocols: mit, the default, or authors).
+    `holdout`: images (int) or fraction of the training split set aside for model selection
+    (data.splits.holdout_ids; manifest `holdout`); the split itself stays train/val.
 
     Nothing about a single item stops the run: it is reported and skipped. What stops it (an
     unreadable annotation file, a missing source, Ctrl-C) still leaves OUT/<dataset>/report.json
@@ -473,7 +476,7 @@ def ingest(source: str | os.PathLike, fmt: str, out: str | os.PathLike, working_
     dest.mkdir(parents=True, exist_ok=True)
     try:
         return _ingest(source, fmt, root, result, dest, problems, items, state, t0, working_size, limit, seed,
-                       sigma, sigma_ref_size, workers, progress, max_pixels, get_protocol(protocol))
+                       sigma, sigma_ref_size, workers, progress, max_pixels, get_protocol(protocol), holdout)
     except BaseException as e:
         _stopped_report(dest, fmt, source, problems, e, t0, state["n_records"], len(items))
         raise
@@ -481,7 +484,7 @@ def ingest(source: str | os.PathLike, fmt: str, out: str | os.PathLike, working_
 
 def _ingest(source, fmt: str, root: Path, result, dest: Path, problems: list[Problem], items: list[dict],
             state: dict, t0: float, working_size, limit, seed, sigma, sigma_ref_size, workers, progress,
-            max_pixels, protocol: Protocol) -> dict[str, Any]:
+            max_pixels, protocol: Protocol, holdout: int | float | None = None) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     dataset = dest.name
@@ -502,6 +505,8 @@ def _ingest(source, fmt: str, root: Path, result, dest: Path, problems: list[Pro
     splits = assign_splits(dataset, every_id, seed, {ids[id(r)]: r.split for r in records}, protocol.splits)
     if limit is not None:
         records = records[: int(limit)]
+    # over the attempted training ids (after `limit`), so a failed item cannot reshuffle the slice
+    held = holdout_ids([ids[id(r)] for r in records if splits[ids[id(r)]] == "train"], holdout, seed)
     resumed = 0
     workers = workers or min(4, os.cpu_count() or 1)
 
@@ -537,8 +542,11 @@ def _ingest(source, fmt: str, root: Path, result, dest: Path, problems: list[Pro
     items.sort(key=lambda it: it["id"])
     removed = _cleanup(dest, {it["id"] for it in items})
     n_split = {s: sum(it["split"] == s for it in items) for s in ("train", "val", "test")}
+    held_items = sorted(it["id"] for it in items if it["split"] == "train" and it["id"] in held)
+    n_split["holdout"] = len(held_items)  # part of train: model selection scores on it, nothing trains on it
     version = hashlib.sha256(json.dumps({"settings": st.fingerprint(), "items": [
-        [it["id"], it["split"], it["sha256"]] for it in items]}, sort_keys=True).encode()).hexdigest()
+        [it["id"], it["split"], it["sha256"]] for it in items], "holdout": held_items},
+        sort_keys=True).encode()).hexdigest()
     wall = time.perf_counter() - t0
     n_fix = int(sum(it["n_fixations"] for it in items))
     report = {
@@ -557,6 +565,7 @@ def _ingest(source, fmt: str, root: Path, result, dest: Path, problems: list[Pro
         "sigma_source": s_src, "working_size": list(working_size), "seed": seed, "protocol": protocol.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "source": str(source),
         "splits": n_split, "n_fixations": n_fix, "items": items,
+        "holdout": {"size": holdout, "ids": held_items},
     }
     atomic_write_json(dest / "report.json", report)
     atomic_write_json(dest / "manifest.json", manifest)  # last: its presence means the dataset is complete

@@ -71,3 +71,22 @@ def assign_splits(dataset: str, ids: list[str], seed: int, official: dict[str, s
     for members in groups.values():  # the same rule inside each group
         out.update(seeded_split(members, seed, rule.n_val, rule.val_fraction))
     return out
+
+
+def holdout_ids(train_ids: list[str], holdout: int | float | None, seed: int) -> set[str]:
+    """The slice of the training split that search and distill score on (never trained on).
+
+    `holdout`: a number of images (int >= 1) or a fraction of the training ids (0 < x < 1); 0 or
+    None: none. Sorted ids, `RandomState(seed + 1).permutation`, the first n: deterministic, and
+    independent of the train/val permutation (seed) it is carved from.
+    """
+    if not holdout:
+        return set()
+    h = float(holdout)
+    if h < 0 or (h >= 1 and h != int(h)):
+        raise ValueError(f"holdout: a number of images (int >= 1) or a fraction in (0, 1), got {holdout!r}")
+    names = sorted(set(train_ids))
+    n = int(round(h * len(names))) if h < 1 else int(h)
+    n = max(0, min(n, len(names) - 1))  # leave at least one image to train on
+    perm = np.random.RandomState(seed + 1).permutation(len(names))
+    return {names[i] for i in perm[:n].tolist()}

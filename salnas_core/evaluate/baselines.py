@@ -48,14 +48,13 @@ class CenterBias:
     @classmethod
     def fit_dataset(cls, root: str | Path, split: str = "train") -> "CenterBias":
         """Fit on an ingested dataset's split (original-size fixations from the manifest)."""
+        from salnas_core.data.dataset import split_items
         from salnas_core.utils.io import read_json
 
         root = Path(root)
         man = read_json(root / "manifest.json")
         pts = []
-        for it in man["items"]:
-            if it["split"] != split:
-                continue
+        for it in split_items(man, split):  # "train": without the holdout slice (data.dataset)
             rel = it.get("orig_fixations") or it["fixations"]
             size = it.get("orig_size") if it.get("orig_fixations") else man["working_size"]
             pts.append((np.load(root / rel), tuple(size)))

@@ -3,10 +3,15 @@
 For each variant of SEARCH_DIR/variants.json (or the one named by --variant, so a pipeline can
 distill variants in parallel): extract the subnet from the supernet with its weights, recalibrate
 its BN statistics on training images (that network, saved as `extracted.pt`, is the "without
-distillation" point), fine-tune it with `salnas_core.train.distill` and write
-DISTILL_DIR/<variant>/{model.pt, extracted.pt, metrics.json, plots/, checkpoints/last.pt}.
-metrics.json reports the validation metrics without and with the step. `--resume` continues a
-killed run from its checkpoint; a finished variant is skipped unless --force.
+distillation" point), fine-tune it with `salnas_core.train.distill` (teacher `distill.teacher`:
+`paper`, the supernet training's Self-KD rule, or `top_k`, the project's variant) on the training
+split minus its holdout slice, choose the checkpoint on the holdout slice (`ingest.holdout`; the
+validation split is never read here), and with `distill.postprocess` fit the blur + centre prior
+(nn.postprocess) on the same holdout slice and save it inside model.pt. Writes
+DISTILL_DIR/<variant>/{model.pt, extracted.pt, metrics.json, plots/, checkpoints/last.pt};
+metrics.json reports the holdout metrics without and with the step, and the fitted post-processing
+with its holdout score with and without. `--resume` continues a killed run from its checkpoint; a
+finished variant is skipped unless --force.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ def _plots(history: list[dict[str, Any]], out: Path, title: str) -> None:
     lines = [",".join(keys)] + [",".join("" if h.get(k) is None else f"{h[k]}" for k in keys) for h in history]
     atomic_write_text(out / "distill.csv", "\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.plot([h["epoch"] for h in history], [h["score"] for h in history], "o-", label="val selection score")
+    ax.plot([h["epoch"] for h in history], [h["score"] for h in history], "o-", label="holdout selection score")
     tl = [(h["epoch"], h["train_loss"]) for h in history if h.get("train_loss") is not None]
     if tl:
         ax.plot(*zip(*tl), "s--", label="train loss")
@@ -56,7 +61,7 @@ def distill_variant(name: str, variant: dict[str, Any], supernet_path: Path, roo
     from salnas_core.data.dataset import load_manifest, make_loader
     from salnas_core.supernet import count_macs, count_params, recalibrate_bn, save_model
     from salnas_core.train.checkpoint import load_supernet
-    from salnas_core.train.distill import DistillConfig, distill
+    from salnas_core.train.distill import DistillConfig, distill, teacher_label
     from salnas_core.utils.io import atomic_write_json, read_json
 
     vdir = out / name
@@ -77,7 +82,9 @@ def distill_variant(name: str, variant: dict[str, Any], supernet_path: Path, roo
     calib = make_loader(root, "train", int(p["batch_size"]), norm, shuffle=False, limit=int(p["bn_images"]), size=size)
     train = make_loader(root, "train", int(p["batch_size"]), norm, augment=bool(p["augment"]), shuffle=True,
                         limit=p.get("train_limit"), size=size, seed=seed, drop_last=True)
-    val = make_loader(root, "val", int(p["val_batch_size"]), norm, shuffle=False, limit=p.get("val_limit"), size=size)
+    # checkpoint choice, teacher updates and the post-processing fit: the holdout slice, never val
+    sel = make_loader(root, "holdout", int(p["holdout_batch_size"]), norm, shuffle=False,
+                      limit=p.get("holdout_limit"), size=size)
     recalibrate_bn(model, calib, len(calib))
     model.eval()
     meta = {"variant": name, "dataset": manifest.get("dataset"), "data": str(root),
@@ -85,28 +92,54 @@ def distill_variant(name: str, variant: dict[str, Any], supernet_path: Path, roo
             "supernet": str(supernet_path)}
     vdir.mkdir(parents=True, exist_ok=True)
     save_model(vdir / "extracted.pt", model, {**meta, "distilled": False})
-    cfg = DistillConfig(**{k: p[k] for k in DistillConfig.__dataclass_fields__ if k in p})
+    try:
+        cfg = DistillConfig(**{k: p[k] for k in DistillConfig.__dataclass_fields__ if k in p})
+    except ValueError as e:
+        raise UserError(f"params distill: {e}") from e
+    label = teacher_label(cfg)
+    log.info("%s: distilling, teacher %s", name, label)
 
     def vlog(metrics: dict[str, float], step: int | None = None) -> None:
         mlog({f"{name}/{k}": v for k, v in metrics.items()}, step)
 
-    res = distill(model, train, val, cfg, vdir / "checkpoints", device=device, log=vlog, resume=resume,
+    res = distill(model, train, sel, cfg, vdir / "checkpoints", device=device, log=vlog, resume=resume,
                   progress=progress)
     model = res["model"]
     macs, params = count_macs(model, (288, 384)), count_params(model)
-    save_model(vdir / "model.pt", model, {**meta, "distilled": True, "self_kd": cfg.self_kd,
-                                          "val_score": res["final"]["score"], "chosen": res["chosen"]})
-    _plots(res["history"], vdir / "plots", f"{name}: Self-KD {'on' if cfg.self_kd else 'off'}")
+    post = fit_variant_postprocess(model, root, sel, device) if p.get("postprocess") else None
+    save_model(vdir / "model.pt", model, {**meta, "distilled": True, "self_kd": cfg.self_kd, "teacher": label,
+                                          "selection_split": "holdout", "holdout_score": res["final"]["score"],
+                                          "chosen": res["chosen"]})
+    _plots(res["history"], vdir / "plots", f"{name}: Self-KD {'on, teacher ' + cfg.teacher if cfg.self_kd else 'off'}")
     summary = {"signature": sig, "variant": name, "config": variant["config"], "self_kd": cfg.self_kd,
+               "teacher": cfg.teacher if cfg.self_kd else None, "teacher_label": label, "score_split": "holdout",
                "without": res["initial"], "with": res["final"], "chosen": res["chosen"],
                "improvement": res["initial"]["score"] - res["final"]["score"],
                "teacher_epochs": res["teacher_epochs"], "soup": res["soup"], "history": res["history"],
+               "postprocess": post,
                "params": params, "macs": macs, "input_size": list(size), "distill": cfg.__dict__,
-               "train_images": len(train.dataset), "val_images": len(val.dataset),
+               "train_images": len(train.dataset), "holdout_images": len(sel.dataset),
                "seconds": time.perf_counter() - t0}
     atomic_write_json(vdir / "metrics.json", summary)  # last: marks the variant complete
     mlog({f"{name}/score_without": res["initial"]["score"], f"{name}/score_with": res["final"]["score"]}, None)
     return summary
+
+
+def fit_variant_postprocess(model: Any, root: Path, sel: Any, device: str) -> dict[str, Any]:
+    """Fit the blur + centre prior (evaluate.postprocess) on the holdout slice and attach it to
+    `model`; the centre prior's spread is the training split's fixations'. Returns what
+    metrics.json records: the fitted values and the holdout score with and without."""
+    from salnas_core.evaluate.baselines import CenterBias
+    from salnas_core.evaluate.postprocess import fit_postprocess
+
+    centre = CenterBias.fit_dataset(root, "train")
+    fit = fit_postprocess(model, sel, (centre.sigma_y, centre.sigma_x), device=device)
+    fitted = {k: fit[k] for k in ("blur_px", "centre_weight", "centre_sigma")}
+    model.set_postprocess(fitted)
+    log.info("postprocess on %d holdout images: %s, score %.4f (without %.4f)", fit["n_images"], fitted,
+             fit["score"], fit["score_without"])
+    return {**fitted, "fitted_on": "holdout", "n_images": fit["n_images"],
+            "holdout_score_with": fit["score"], "holdout_score_without": fit["score_without"]}
 
 
 def copy_twin(twin: str, name: str, out: Path, twin_summary: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +206,7 @@ def run(variants: str | Path, supernet: str | Path, data: str | Path, out: str |
 
 
 def combined_plot_table(out: Path) -> None:
-    """OUT/plots/distill.csv: every variant's validation curve in one table (`dvc plots`)."""
+    """OUT/plots/distill.csv: every variant's holdout-score curve in one table (`dvc plots`)."""
     from salnas_core.utils.io import atomic_write_text
 
     rows = ["variant,epoch,score"]
@@ -187,5 +220,8 @@ def combined_plot_table(out: Path) -> None:
 
 
 def summarize(res: dict[str, Any]) -> str:
-    return json.dumps({k: {"score_without": v["without"]["score"], "score_with": v["with"]["score"],
-                           "chosen": v["chosen"]} for k, v in res.items()}, indent=1)
+    return json.dumps({k: {"teacher": v.get("teacher_label"), "holdout_score_without": v["without"]["score"],
+                           "holdout_score_with": v["with"]["score"], "chosen": v["chosen"],
+                           "postprocess": v.get("postprocess") and {kk: v["postprocess"][kk] for kk in
+                                                                   ("blur_px", "centre_weight")}}
+                       for k, v in res.items()}, indent=1)

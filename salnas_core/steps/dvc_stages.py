@@ -41,12 +41,12 @@ STAGES: dict[str, dict[str, str]] = {
 METRICS = ["runs/supernet/summary.json", "runs/evaluate/scores.json"]
 PLOTS: list[Any] = [
     {"runs/supernet/plots/train.csv": {"x": "epoch", "y": ["max_score", "min_score", "train_loss"],
-                                       "title": "supernet training (max / min subnet validation score, loss)"}},
+                                       "title": "supernet training (max / min subnet holdout score, loss)"}},
     {"runs/search/plots/candidates.csv": {"x": "gmacs", "y": "score", "template": "scatter",
-                                          "title": "search candidates: validation score vs GMACs"}},
+                                          "title": "search candidates: holdout score vs GMACs"}},
     {"runs/search/plots/pareto.csv": {"x": "gmacs", "y": "score", "template": "linear",
                                       "title": "search: Pareto front"}},
-    {"runs/distill/plots/distill.csv": {"x": "epoch", "y": "score", "title": "distill: validation score per variant"}},
+    {"runs/distill/plots/distill.csv": {"x": "epoch", "y": "score", "title": "distill: holdout score per variant"}},
     "runs/supernet/plots/train.png",
     "runs/search/pareto.png",
 ]

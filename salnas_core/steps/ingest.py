@@ -30,7 +30,7 @@ def run(source: str, fmt: str = "shared_json", out: str = "data/ingested", *, li
         return ingest(src, fmt, out, working_size=working_size, limit=limit, seed=int(p.get("seed", 42)), name=name,
                       sigma=sigma, sigma_ref_size=working_size if sigma is not None else None,
                       workers=p.get("workers"), progress=progress, source_label=label,
-                      protocol=protocol or p.get("protocol"))
+                      protocol=protocol or p.get("protocol"), holdout=p.get("holdout"))
 
     subs = dataset_folders(Path(local), fmt)
     if not subs:

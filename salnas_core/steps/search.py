@@ -7,7 +7,9 @@ pareto.json + pareto.png (fronts of score against MACs and against latency) and 
 config of similar MACs, the baseline that shows what the search adds).
 
 Every candidate is extracted as a static subnet, its BN statistics recalibrated on training-split
-images, and scored on the validation split with the selection score (lower is better). Scores,
+images, and scored with the selection score (lower is better) on the ingested dataset's holdout
+slice of the training split (`ingest.holdout`): the validation split is never read here, it is left
+to the final evaluation (no selection bias). Scores,
 costs and the latency table are cached under SEARCH_DIR/.work, so a killed search resumes by
 replaying the same (seeded) evolution without re-scoring.
 """
@@ -66,7 +68,7 @@ class _Cache:
 
 def write_plot_tables(cands: list[dict[str, Any]], front: list[Any], variants: dict[str, Any], plots: Path) -> None:
     """plots/candidates.csv (every candidate scored) and plots/pareto.csv (the MACs front), for
-    `dvc plots`: GMACs against the validation selection score (lower is better)."""
+    `dvc plots`: GMACs against the holdout selection score (lower is better)."""
     from salnas_core.utils.io import atomic_write_text
 
     chosen = {json.dumps(v["config"], sort_keys=True): k for k, v in variants.items()}
@@ -158,8 +160,9 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
     in_size = tuple(p["input_size"]) if p.get("input_size") else tuple(manifest["working_size"])
     calib = make_loader(root, "train", int(p["bn_batch_size"]), norm, shuffle=False,
                         limit=int(p["bn_images"]), size=in_size)
-    val = make_loader(root, "val", int(p["val_batch_size"]), norm, shuffle=False,
-                      limit=p.get("val_limit"), size=in_size)
+    # candidates are scored on the holdout slice of the training split, never on val
+    val = make_loader(root, "holdout", int(p["holdout_batch_size"]), norm, shuffle=False,
+                      limit=p.get("holdout_limit"), size=in_size)
     work = out / ".work"
     scores, costs = _Cache(work / "scores.json"), _Cache(work / "costs.json")
 
@@ -307,6 +310,7 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
         out.mkdir(parents=True, exist_ok=True)
         meta = {"signature": sig, "space": space.name, "supernet": str(sn_path), "data": str(root),
                 "data_version": manifest.get("version"), "preset": p.get("preset"), "score_input_size": list(in_size),
+                "score_split": "holdout", "score_images": len(val.dataset),
                 "cost_input_size": list(lat_size), "latency": {"mode": lat_p.get("mode", "lut"), "device": lat_dev,
                                                               "key": getattr(lat, "key", None),
                                                               "calibration": getattr(lat, "calibration", None),

@@ -121,7 +121,7 @@ def write_plots(history: list[dict[str, Any]], plots_dir: Path) -> None:
         axes[1].plot(ep, [r[f"{sub}_score"] for r in history], marker="o", label=sub)
         axes[2].plot(ep, [r[f"{sub}_cc"] for r in history], marker="o", label=f"{sub} CC")
         axes[2].plot(ep, [r[f"{sub}_auc_judd"] for r in history], marker="s", ls="--", label=f"{sub} AUC-Judd")
-    axes[1].set_title("val selection score (lower is better)")
+    axes[1].set_title("holdout selection score (lower is better)")
     axes[2].set_title("val CC / AUC-Judd")
     for a in axes:
         a.set_xlabel("epoch")
@@ -142,10 +142,12 @@ def build_datasets(root: Path, step: dict[str, Any], normalization: str, seed: i
     size = tuple(step["input_size"]) if step.get("input_size") else None
     train = SaliencyDataset(root, "train", normalization=normalization, augment=bool(step.get("augment", True)), size=size)
     calib = SaliencyDataset(root, "train", normalization=normalization, augment=False, size=size)
-    val = SaliencyDataset(root, "val", normalization=normalization, augment=False, size=size)
-    if len(train) == 0 or len(val) == 0:
-        raise UserError(f"{root}/manifest.json: need images in both train and val splits "
-                         f"(have train={len(train)}, val={len(val)})")
+    # the best epoch (and the Self-KD teacher's updates) is chosen on the holdout slice of the training
+    # split (ingest.holdout), never on val: val is left to the final evaluation
+    try:
+        val = SaliencyDataset(root, "holdout", normalization=normalization, augment=False, size=size)
+    except ValueError as e:
+        raise UserError(str(e)) from e
     limit = step.get("train_limit")
     if limit and limit < len(train):
         # a fixed random subset, the same for every process and every resume

@@ -1,7 +1,7 @@
 """Self-KD (SalNAS, arXiv 2407.20062, Sec. 3.3): the supernet distils from an average of itself.
 
 The teacher shares the supernet's architecture; its weights *and buffers* are an equal-weight
-running average of the supernet taken at every epoch whose validation score ties or beats the best
+running average of the supernet taken at every epoch whose selection score ties or beats the best
 so far (torch's `AveragedModel(use_buffers=True)` with the default running mean, as the authors'
 `train_salnas.py` does). From the second epoch on, the target for KLD and CC is
 `alpha * ground truth + (1 - alpha) * teacher map` (alpha = 0.5); NSS keeps the real fixations.
@@ -66,9 +66,9 @@ def batch_stat_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 class SelfKDTeacher:
-    """Equal-weight running average of a supernet's parameters and buffers.
+    """Equal-weight running average of a supernet's (or a static net's) parameters and buffers.
 
-    `update(model)` after an epoch whose validation score ties or beats the best: the first call
+    `update(model)` after an epoch whose selection score ties or beats the best: the first call
     copies the model, the n-th call moves each tensor by `(model - teacher) / n`. Integer buffers
     (BN's `num_batches_tracked`) are copied, not averaged.
     """
@@ -100,8 +100,15 @@ class SelfKDTeacher:
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
-        """The teacher's max-subnet saliency map for `images` (batch-stat BN, no dropout)."""
+        """The teacher's saliency map for `images` (batch-stat BN, no dropout): a supernet's max
+        subnet, or the static net itself (the distill step's `paper` teacher)."""
         m = self.module
+        if not hasattr(m, "sample_max_subnet"):  # a static net: its map, resized bilinearly
+            with batch_stat_mode(m):
+                y = m(images)
+            if out_size is not None and tuple(y.shape[-2:]) != tuple(out_size):
+                y = nn.functional.interpolate(y, size=out_size, mode="bilinear", align_corners=False)
+            return y
         m.sample_max_subnet()
         with batch_stat_mode(m):
             return m(images, out_size=out_size) if out_size is not None else m(images)

@@ -149,3 +149,14 @@ def test_original_ground_truth(tiny_ingested):
 def test_empty_split_is_a_clear_error(tiny_ingested):
     with pytest.raises(ValueError, match="split 'test' is empty"):
         SaliencyDataset(tiny_ingested, "test")
+
+
+def test_holdout_slice_is_disjoint_from_training_images(tiny_ingested):
+    """`train` is the training split minus the holdout slice that model selection scores on."""
+    man = load_manifest(tiny_ingested)
+    train = set(SaliencyDataset(tiny_ingested, "train").ids)
+    held = set(SaliencyDataset(tiny_ingested, "holdout").ids)
+    val = set(SaliencyDataset(tiny_ingested, "val").ids)
+    assert held and not held & train and not held & val
+    assert train | held == {it["id"] for it in man["items"] if it["split"] == "train"}
+    assert sorted(held) == man["holdout"]["ids"] and man["splits"]["holdout"] == len(held)

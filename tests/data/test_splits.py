@@ -1,5 +1,6 @@
 """Deterministic splits; OSIE reproduces SalNAS's 500/200 split."""
 import numpy as np
+import pytest
 
 from salnas_core.data.readers import get_reader
 from salnas_core.data.splits import SPLIT_RULES, assign_splits, seeded_split
@@ -34,3 +35,17 @@ def test_every_rule_gives_train_and_val():
     for name in SPLIT_RULES:
         s = assign_splits(name, ids, 0)
         assert 0 < sum(v == "val" for v in s.values()) < 1000, name
+
+
+def test_holdout_is_a_deterministic_slice_of_train():
+    from salnas_core.data.splits import holdout_ids
+
+    ids = [f"im{i:03d}" for i in range(50)]
+    h = holdout_ids(ids, 0.1, 42)
+    assert len(h) == 5 and h <= set(ids)
+    assert h == holdout_ids(list(reversed(ids)), 5, 42)  # order-free; a count or a fraction
+    assert h != holdout_ids(ids, 5, 43)
+    assert holdout_ids(ids, 0, 42) == set() and holdout_ids(ids, None, 42) == set()
+    assert len(holdout_ids(ids[:2], 10, 0)) == 1  # at least one image left to train on
+    with pytest.raises(ValueError, match="holdout"):
+        holdout_ids(ids, 2.5, 0)
