@@ -63,7 +63,8 @@ def main() -> None:
             rows[(sub, name)] = ev[sub]
     cmd = (f"python bench/self_kd_ablation.py --epochs {args.epochs} --train-limit {args.train_limit} "
            f"--input-size {h},{w}")
-    lines = [f"\n## Self-KD ablation: supernet trained with and without Self-KD ({datetime.datetime.now():%Y-%m-%d %H:%M})",
+    now = datetime.datetime.now()
+    lines = [f"\n## Self-KD ablation: supernet trained with and without Self-KD ({now:%Y-%m-%d %H:%M})",
              f"Machine: {machine(load=False)}, load average {load_before:.1f} at the start and "
              f"{os.getloadavg()[0]:.1f} at the end (shared with other engineers' jobs). Command: `{cmd}`.",
              f"Space `{info['selfkd'].get('space')}`, preset `{args.preset}` with train_limit {args.train_limit}, "
@@ -74,7 +75,7 @@ def main() -> None:
              "Best epoch / teacher updates chosen on the holdout slice; scores below on the whole validation "
              "split at the training input, subnets BN-recalibrated on training images; selection score = "
              "(1-CC)+KLD+(1-sigmoid(NSS))+(1-SIM)+(1-AUC-Judd), lower is better. Self-KD acts from epoch 2. "
-             "One seed: differences of this size are within seed-to-seed spread unless repeated.\n",
+             "One seed, one short run: the seed-to-seed spread was not measured, so small differences are not conclusive.\n",
              "| subnet | Self-KD | CC | KLD | NSS | SIM | AUC-Judd | score | best epoch | train min |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for (sub, name), r in rows.items():

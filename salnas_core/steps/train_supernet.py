@@ -241,8 +241,8 @@ def _train(root: Path, out: Path, p: dict, step: dict, cfg, manifest: dict, phas
     space_name = model.space.name
     train_set, calib_set, val_set = build_datasets(root, step, model.space.normalization, cfg.seed)
     if is_main:
-        log.info("train-supernet: space %s, %d train / %d val images from %s, preset %s, %d epochs, "
-                 "Self-KD %s, %d process(es)", space_name, len(train_set), len(val_set), root,
+        log.info("train-supernet: space %s, %d train / %d holdout (selection) images from %s, preset %s, "
+                 "%d epochs, Self-KD %s, %d process(es)", space_name, len(train_set), len(val_set), root,
                  p.get("preset"), cfg.epochs, "on" if cfg.self_kd else "off", dist_utils.world_size())
 
     jsonl = JsonlLogger(out / "log.jsonl")
