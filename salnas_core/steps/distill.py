@@ -59,7 +59,7 @@ def distill_variant(name: str, variant: dict[str, Any], supernet_path: Path, roo
     import torch
 
     from salnas_core.data.dataset import load_manifest, make_loader
-    from salnas_core.supernet import count_macs, count_params, recalibrate_bn, save_model
+    from salnas_core.supernet import count_macs, count_params, load_model, recalibrate_bn, save_model
     from salnas_core.train.checkpoint import load_supernet
     from salnas_core.train.distill import DistillConfig, distill, teacher_label
     from salnas_core.utils.io import atomic_write_json, read_json
@@ -106,7 +106,14 @@ def distill_variant(name: str, variant: dict[str, Any], supernet_path: Path, roo
                   progress=progress)
     model = res["model"]
     macs, params = count_macs(model, (288, 384)), count_params(model)
+    if res["chosen"] == "epoch 0":  # the extracted subnet itself: fine-tuning did not help here
+        log.info("%s: distill skipped: no fine-tuning epoch beat the extracted subnet on the holdout "
+                 "(score %.4f); model.pt is the extracted subnet", name, res["initial"]["score"])
     post = fit_variant_postprocess(model, root, sel, device) if p.get("postprocess") else None
+    if post is not None:  # the same post-processing on both: evaluate's extracted row measures distillation only
+        ext = load_model(vdir / "extracted.pt")
+        save_model(vdir / "extracted.pt", ext.set_postprocess({k: post[k] for k in ("blur_px", "centre_weight",
+                                                                                  "centre_sigma")}), ext.meta)
     save_model(vdir / "model.pt", model, {**meta, "distilled": True, "self_kd": cfg.self_kd, "teacher": label,
                                           "selection_split": "holdout", "holdout_score": res["final"]["score"],
                                           "chosen": res["chosen"]})

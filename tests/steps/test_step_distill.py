@@ -93,6 +93,8 @@ def test_distill_fits_the_postprocess_on_the_holdout_and_every_door_runs_it(dist
         "an untrained decoder gains from blur or the centre prior"
     model = load_model(vdir / "model.pt")
     assert model.meta["postprocess"] == fitted and model.postprocess.as_dict() == fitted
+    # the extracted subnet carries the same post-processing: extracted vs distilled rows differ by distillation only
+    assert load_model(vdir / "extracted.pt").postprocess.as_dict() == fitted
     x = torch.rand(1, 3, 64, 96)
     with torch.inference_mode():
         want = model(x)

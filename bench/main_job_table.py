@@ -1,0 +1,119 @@
+"""The main job's results as one table: classical baselines and every variant, per dataset.
+
+Reads a finished main job's outputs (runs/evaluate/metrics.json, runs/evaluate/efficiency.json,
+runs/search/variants.json, data/ingested/*/manifest.json, params.yaml) and writes the section
+"Main job: models against the classics" of bench/RESULTS.md: centre bias, spectral residual x centre
+bias, XL, L, M, S and FIXED on each evaluated dataset (the training set's validation split and the
+cross-dataset sets, never trained on), with GMACs, params and batch-1 latency, the space, preset and
+protocol, and the issue's two accuracy goals checked on these numbers:
+  1. the champion beats every classical baseline on CC, KLD, NSS, SIM, AUC-Judd and sAUC, on every
+     dataset;
+  2. a searched variant at no more than half the champion's MACs is within 0.03 CC of it.
+
+    .venv/bin/python bench/main_job_table.py --run . --wall "32.5 min" --command "bash scripts/main"
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from _machine import machine  # noqa: E402
+from _results import write_rows  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TITLE = "## Main job: models against the classics (bench/main_job_table.py)"
+CLASSICS = {"centre_bias": "centre-bias Gaussian", "spectral_residual_x_centre": "spectral residual x centre bias"}
+# higher is better, except KLD
+GOAL_METRICS = {"cc": 1, "kld": -1, "nss": 1, "sim": 1, "auc_judd": 1, "sauc": 1}
+ORDER = ("XL", "L", "M", "S", "FIXED")
+
+
+def f3(v) -> str:
+    return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def main() -> None:
+    import yaml
+
+    from salnas_core import artifacts
+    from salnas_core.utils.io import read_json
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", default=".", help="the main job's checkout (holds runs/ and params.yaml)")
+    ap.add_argument("--wall", default="-", help="the main job's wall time, as measured (e.g. '32.5 min')")
+    ap.add_argument("--command", default="bash scripts/main", help="the command that ran it")
+    ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"))
+    ap.add_argument("--dry-run", action="store_true", help="print, do not write RESULTS.md")
+    a = ap.parse_args()
+    run = Path(a.run)
+    ev = artifacts.read_evaluation(run / "runs" / "evaluate")
+    eff_file = run / "runs" / "evaluate" / "efficiency.json"
+    eff = {r["model"]: r for r in (read_json(eff_file)["rows"] if eff_file.exists() else [])
+           if r.get("device", "cpu") in ("cpu", "any")}
+    variants = artifacts.read_variants(run / "runs" / "search")
+    params = yaml.safe_load((run / "params.yaml").read_text())
+    reg = artifacts.read_registration(run / "runs" / "register") if (run / "runs" / "register").exists() else {}
+    champion = reg.get("variant", "XL")
+    space = params["train_supernet"]["space"]
+    rows = [r for r in ev["rows"] if not r["blur"] and "(extracted)" not in r["model"]]
+
+    def cost(name: str) -> tuple[str, str, str]:
+        e = eff.get(name)
+        if e is None:
+            return "-", "-", "-"
+        lat = e.get("latency_ms_b1")
+        return f"{e['gmacs']:.2f}", f"{e['mparams']:.2f}", "-" if lat is None else f"{lat:.1f} ms"
+
+    lines, checks = [], []
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        drows = {r["model"]: r for r in rows if r["dataset"] == ds}
+        any_row = next(iter(drows.values()))
+        where = (f"{ds} {any_row['split']} (n={any_row.get('n', '?')}, protocol {any_row.get('protocol', 'mit')}, "
+                 + ("cross-dataset: never trained on" if any(r.get("cross") for r in drows.values()) else "trained on its train split")
+                 + ")")
+        order = list(CLASSICS) + [v for v in ORDER if v in drows] + [m for m in drows if m not in CLASSICS and m not in ORDER]
+        for m in order:
+            r = drows.get(m)
+            if r is None:
+                continue
+            label = CLASSICS.get(m, m + (" (champion)" if m == champion else "")
+                                 + (f" = {variants[m]['same_as']}" if variants.get(m, {}).get("same_as") else ""))
+            g, p, lat = ("0", "0", "-") if m in CLASSICS else cost(m)
+            lines.append(f"| {where} | {label} | {g} | {p} | {lat} | "
+                         + " | ".join(f3(r.get(k)) for k in GOAL_METRICS) + " |")
+        champ = drows.get(champion)
+        if champ is not None:
+            lost = [f"{k} vs {CLASSICS[c]}" for c in CLASSICS if c in drows for k, s in GOAL_METRICS.items()
+                    if not (s * champ[k] > s * drows[c][k])]
+            checks.append(f"{ds}: champion {champion} beats every classical baseline on CC, KLD, NSS, SIM, AUC-Judd, "
+                          f"sAUC: {'yes' if not lost else 'no (' + ', '.join(lost) + ')'}")
+            half = [v for v in ORDER if v in drows and v != champion and v in variants and champion in variants
+                    and variants[v]["macs"] <= 0.5 * variants[champion]["macs"]]
+            if half:
+                best = max(half, key=lambda v: drows[v]["cc"])
+                gap = champ["cc"] - drows[best]["cc"]
+                checks.append(f"{ds}: {best} at {variants[best]['macs'] / variants[champion]['macs']:.2f}x the "
+                              f"champion's MACs: CC {gap:+.3f} below it: {'within' if gap <= 0.03 else 'NOT within'} 0.03")
+            else:
+                checks.append(f"{ds}: no variant at <= half the champion's MACs")
+    now = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    head = (f"### {now}: space `{space}`, preset `{ev.get('preset') or 'cpu'}` (params.yaml), {machine()}, "
+            f"main job wall time {a.wall} (`{a.command}`)")
+    header = ("| dataset (split, images, protocol) | model | GMACs at 288x384 | params (M) | latency b1 (cpu) | "
+              "CC ↑ | KLD ↓ | NSS ↑ | SIM ↑ | AUC-Judd ↑ | sAUC ↑ |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    out = [head, "", header, *lines, "", *[f"- {c}" for c in checks], ""]
+    print("\n".join(out))
+    if not a.dry_run:
+        write_rows(Path(a.results), TITLE,
+                   "One main job's evaluation (runs/evaluate), without blur, distilled models only; latency from "
+                   "its efficiency report (batch 1, the evaluate step's eager form). Goals (issue 14): the champion "
+                   "beats both classics on six metrics on every dataset; a variant at <= half its MACs stays "
+                   "within 0.03 CC.", "", out)
+
+
+if __name__ == "__main__":
+    main()
