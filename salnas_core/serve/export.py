@@ -25,8 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from salnas_core import runtime
-from salnas_core.runtime import (  # noqa: F401 - the runtime core, re-exported for export's users
-    FP32_TAIL,
+from salnas_core.runtime import (
     MIN_INT8_CC,
     fold_batchnorm,
     freeze_same_padding,
