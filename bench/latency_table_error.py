@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--op-threads", type=int, default=None, help="LatencyTable op_threads (operators timed on N threads)")
     ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"))
     args = ap.parse_args()
 
@@ -84,7 +85,8 @@ def main() -> None:
 
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        tables = {e: LatencyTable("cpu", size, 1, tmp, int(lat_p["warmup"]), int(lat_p["repeats"]), engine=e)
+        tables = {e: LatencyTable("cpu", size, 1, tmp, int(lat_p["warmup"]), int(lat_p["repeats"]), engine=e,
+                               op_threads=args.op_threads or lat_p.get("op_threads"))
                   for e in ("eager", "onnx")}
         tables["onnx"].ops = tables["eager"].ops  # one operator set: the table's op times are eager
         for e, t in tables.items():

@@ -106,11 +106,15 @@ class LatencyTable:
 
     def __init__(self, device: str = "cpu", input_size: Sequence[int] = (288, 384), batch: int = 1,
                  cache_dir: str | Path | None = None, warmup: int = 2, repeats: int = 5,
-                 channels_last: bool = True, engine: str = "eager"):
+                 channels_last: bool = True, engine: str = "eager", op_threads: int | None = None):
         self.device, self.input_size, self.batch = device, tuple(int(s) for s in input_size), batch
         self.warmup, self.repeats, self.channels_last = warmup, repeats, channels_last
         self.engine = search_engine(engine, device)
-        self.key = table_key(device, self.input_size, batch, self.engine)
+        # op_threads: time operators on this many CPU threads (the calibration maps their sum to
+        # the deployed form at torch's count); 1 is steadier on a shared, oversubscribed machine
+        self.op_threads = int(op_threads) if op_threads else None
+        self.key = table_key(device, self.input_size, batch, self.engine) + (
+            f"|ops on {self.op_threads} threads" if self.op_threads else "")
         slug = "".join(ch if ch.isalnum() else "_" for ch in self.key).strip("_")
         self.path = Path(cache_dir or default_cache()) / f"{slug[:150]}.json"
         self.ops: dict[str, float] = {}
@@ -136,8 +140,14 @@ class LatencyTable:
         import torch
 
         m, x = prepare(copy.deepcopy(mod), torch.randn(shape), self.device, self.channels_last)
-        with torch.inference_mode():
-            return time_call(lambda: m(x), self.device, self.warmup, self.repeats)
+        before = torch.get_num_threads()
+        if self.op_threads and self.device.startswith("cpu"):
+            torch.set_num_threads(self.op_threads)
+        try:
+            with torch.inference_mode():
+                return time_call(lambda: m(x), self.device, self.warmup, self.repeats)
+        finally:
+            torch.set_num_threads(before)
 
     def op_sum(self, model: Any) -> float:
         """Sum of the table's operator times over one forward pass (times unseen operators)."""

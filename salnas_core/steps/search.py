@@ -176,7 +176,7 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
         raise UserError(f"params search.latency.engine: {e}") from None
     if lat_p.get("mode", "lut") == "lut":
         lat = LatencyTable(lat_dev, lat_size, 1, lat_p.get("cache_dir"), int(lat_p["warmup"]), int(lat_p["repeats"]),
-                           engine=lat_engine)
+                           engine=lat_engine, op_threads=lat_p.get("op_threads"))
     elif lat_p["mode"] == "measure":
         lat = DirectLatency(lat_dev, lat_size, 1, int(lat_p["warmup"]), int(lat_p["repeats"]), engine=lat_engine)
     else:

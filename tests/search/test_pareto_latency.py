@@ -137,6 +137,26 @@ def test_onnx_calibration_times_the_deployed_form(tmp_path, monkeypatch):
     assert data["engine"] == "onnx" and data["calibration"]["engine"] == "onnx" and "|onnx|" in data["key"]
 
 
+def test_operators_timed_on_op_threads(tmp_path, monkeypatch):
+    """op_threads: each operator is timed on that many threads, then torch's count is restored;
+    such a table is another table (its key says so)."""
+    import salnas_core.search.latency as latency
+
+    seen = []
+    real = latency.time_call
+
+    def spy(*a, **k):
+        seen.append(torch.get_num_threads())
+        return real(*a, **k)
+
+    monkeypatch.setattr(latency, "time_call", spy)
+    before = torch.get_num_threads()
+    t = LatencyTable("cpu", (16, 16), cache_dir=tmp_path, warmup=0, repeats=1, op_threads=1)
+    assert "ops on 1 threads" in t.key and t.path != LatencyTable("cpu", (16, 16), cache_dir=tmp_path).path
+    assert t.op_sum(_net(4)) > 0 and seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
+
+
 def test_measure_latency_positive():
     assert measure_latency(_net(4), (16, 16), batch=2, warmup=0, repeats=2) > 0
 
