@@ -50,7 +50,8 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from salnas_core.serve.export import _wrapper, fold_batchnorm, freeze_same_padding, run
+    from salnas_core.runtime import fold_batchnorm, freeze_same_padding
+    from salnas_core.serve.export import _wrapper, run
     from salnas_core.serve.models import resolve_model
     from salnas_core.spaces import get_space
     from salnas_core.supernet import build_subnet, save_model

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("params", "macs", "size_mb_fp32", "size_mb_fp16", "latency_ms_b1", "throughput_ips_b32",
+FIELDS = ("params", "macs", "size_mb_fp32", "size_mb_fp16", "latency_ms_b1", "latency_ms_b1_onnx", "throughput_ips_b32",
           "peak_mem_mb", "energy_j_per_1000", "co2_g_per_1000", "energy_method", "device", "input_size")
 
 
@@ -169,8 +169,13 @@ def efficiency_row(name: str, model: Any, model_path: str | Path | None = None,
                    warmup: int = 1, repeats: int = 3, cpu_watts_per_core: float = 4.0,
                    gpu_watts: float | None = None, grid_gco2_per_kwh: float = 475.0,
                    channels_last: bool = True, params_macs: tuple[int, int] | None = None) -> dict[str, Any]:
-    """All efficiency fields of one model on one device."""
+    """All efficiency fields of one model on one device. Batch-1 latency twice: `latency_ms_b1`
+    eager PyTorch (channels_last), `latency_ms_b1_onnx` the ONNX Runtime fp32 form `salnas
+    predict` runs by default on CPU (salnas_core.runtime; None on CUDA, where the default is
+    eager, or when the net does not export: `onnx_error`); `deployed_engine` names the default."""
     import torch
+
+    from salnas_core.runtime import onnx_latency_ms, resolve_engine
 
     from salnas_core.utils.timing import device_name, prepare, time_call
 
@@ -184,6 +189,15 @@ def efficiency_row(name: str, model: Any, model_path: str | Path | None = None,
     m1, x1 = prepare(model, torch.randn(1, 3, h, w), device, channels_last)
     with torch.inference_mode():
         row["latency_ms_b1"] = time_call(lambda: m1(x1), device, warmup, repeats)
+    row["deployed_engine"] = resolve_engine("auto", device)
+    row["latency_ms_b1_onnx"] = None
+    if device == "cpu":
+        try:
+            row["latency_ms_b1_onnx"] = onnx_latency_ms(model, input_size, 1, warmup, repeats)
+        except Exception as e:  # noqa: BLE001 - a net that does not export still gets its eager row
+            row["onnx_error"] = f"{type(e).__name__}: {e}"[:300]
+            log.warning("%s: ONNX latency not measured (%s)", name, row["onnx_error"])
+    with torch.inference_mode():
         mb, xb = prepare(model, torch.randn(batch_throughput, 3, h, w), device, channels_last)
         for _ in range(warmup):
             mb(xb)
@@ -241,7 +255,8 @@ def center_bias_row(input_size: Sequence[int] = (288, 384)) -> dict[str, Any]:
 
 def efficiency_markdown(rows: Sequence[dict[str, Any]]) -> str:
     cols = [("model", "model"), ("device", "device"), ("mparams", "params (M)"), ("gmacs", "GMACs"),
-            ("size_mb_fp32", "MB fp32"), ("size_mb_fp16", "MB fp16"), ("latency_ms_b1", "latency b1 (ms)"),
+            ("size_mb_fp32", "MB fp32"), ("size_mb_fp16", "MB fp16"), ("latency_ms_b1", "latency b1 eager (ms)"),
+            ("latency_ms_b1_onnx", "latency b1 ONNX (ms)"), ("latency_ms_b1_search", "search table (ms)"),
             ("throughput_ips_b32", "throughput b32 (img/s)"), ("peak_mem_mb", "peak mem (MB)"),
             ("energy_j_per_1000", "J / 1000 img"), ("co2_g_per_1000", "gCO2e / 1000 img")]
 
@@ -257,6 +272,10 @@ def efficiency_markdown(rows: Sequence[dict[str, Any]]) -> str:
     devs = sorted({f"{r['device']}: {r['device_name']} (torch {r['torch']})" for r in rows if r.get("device_name")})
     size = next((r["input_size"] for r in rows if r.get("input_size")), None)
     lines += ["", f"Input size {size[0]}x{size[1]} for every model." if size else "",
+              "Latency b1: eager = channels_last PyTorch; ONNX = ONNX Runtime fp32, the `salnas predict` "
+              "default on CPU; search table = the search's prediction for the variant (its engine: "
+              + (", ".join(sorted({str(r['latency_engine_search']) for r in rows if r.get('latency_engine_search')}))
+                 or "-") + ").",
               *[f"- device {d}" for d in devs], *[f"- energy: {m}" for m in methods],
               *sorted({f"- CO2: energy x {r['grid_gco2_per_kwh']:g} gCO2e/kWh" for r in rows if r.get('grid_gco2_per_kwh')}),
               *sorted({f"- peak memory: {r['peak_mem_method']}" for r in rows if r.get('peak_mem_method')})]

@@ -3,9 +3,15 @@
 The table holds the measured time of every leaf operator (module repr + input shape) seen in the
 subnets asked about; a subnet's latency is the sum over its operators, mapped to wall-clock time by
 a linear calibration (a * sum + b) fitted on a few directly measured subnets, because functional
-ops (add, concat, upsampling) are not modules and run-time overheads are not additive. The table
-is keyed by device + torch version + input size + batch + threads and cached as JSON, so it is
-built once per device and grows only with unseen operators.
+ops (add, concat, upsampling) are not modules and run-time overheads are not additive. The
+calibration subnets are measured in the deployed form (`engine`: what `salnas predict` runs,
+salnas_core.runtime): "onnx" times the ONNX Runtime fp32 graph (BN folded, fused by ORT),
+"eager" the channels_last PyTorch net, "auto" the predict default of the device (onnx on CPU,
+eager on CUDA); so a * sum + b maps the eager operator sum to the deployed form's wall time.
+int8 is not offered: every measured subnet would need calibration images and a quantisation
+pass (seconds each), and its latency follows the fp32 graph's. The table is keyed by device +
+engine + torch version + input size + batch + threads and cached as JSON, so it is built once
+per device and engine and grows only with unseen operators.
 """
 from __future__ import annotations
 
@@ -21,6 +27,21 @@ from salnas_core.utils.timing import device_name, prepare, time_call
 
 log = logging.getLogger(__name__)
 
+SEARCH_ENGINES = ("auto", "eager", "onnx")  # the deployed forms the search can time (see above)
+
+
+def search_engine(engine: str, device: str) -> str:
+    """The concrete form ("eager" | "onnx") a search times for `engine` on `device`."""
+    from salnas_core.runtime import resolve_engine
+
+    if engine not in SEARCH_ENGINES:
+        raise ValueError(f"latency engine must be one of {SEARCH_ENGINES}, got {engine!r} "
+                         "(int8 latency is not searched: it needs a quantisation pass per subnet)")
+    form = resolve_engine(engine, device)
+    if form == "onnx" and not str(device).startswith("cpu"):
+        raise ValueError(f"latency engine onnx runs on cpu (ONNX Runtime's CPU provider), not {device}")
+    return form
+
 
 def default_cache() -> Path:
     """$SALNAS_CACHE/latency, else <working root>/.cache/latency (never the installed package's folder)."""
@@ -28,10 +49,11 @@ def default_cache() -> Path:
 
 
 
-def table_key(device: str, input_size: Sequence[int], batch: int = 1) -> str:
+def table_key(device: str, input_size: Sequence[int], batch: int = 1, engine: str = "eager") -> str:
     import torch
 
-    return f"{device_name(device)}|torch {torch.__version__}|{input_size[0]}x{input_size[1]}|batch {batch}"
+    return (f"{device_name(device)}|{engine}|torch {torch.__version__}|{input_size[0]}x{input_size[1]}"
+            f"|batch {batch}")
 
 
 def measure_latency(model: Any, input_size: Sequence[int] = (288, 384), batch: int = 1, device: str = "cpu",
@@ -43,6 +65,16 @@ def measure_latency(model: Any, input_size: Sequence[int] = (288, 384), batch: i
     model, x = prepare(model, x, device, channels_last)
     with torch.inference_mode():
         return time_call(lambda: model(x), device, warmup, repeats)
+
+
+def measure_deployed(model: Any, input_size: Sequence[int] = (288, 384), batch: int = 1, device: str = "cpu",
+                     warmup: int = 2, repeats: int = 5, engine: str = "eager", channels_last: bool = True) -> float:
+    """Median time (ms) of `model` in the deployed form `engine` ("eager" | "onnx", see search_engine)."""
+    if engine == "onnx":
+        from salnas_core.runtime import onnx_latency_ms
+
+        return onnx_latency_ms(model, input_size, batch, warmup, repeats)
+    return measure_latency(model, input_size, batch, device, warmup, repeats, channels_last)
 
 
 def leaf_ops(model: Any, input_size: Sequence[int], batch: int = 1) -> list[tuple[str, Any, tuple[int, ...]]]:
@@ -74,10 +106,15 @@ class LatencyTable:
 
     def __init__(self, device: str = "cpu", input_size: Sequence[int] = (288, 384), batch: int = 1,
                  cache_dir: str | Path | None = None, warmup: int = 2, repeats: int = 5,
-                 channels_last: bool = True):
+                 channels_last: bool = True, engine: str = "eager", op_threads: int | None = None):
         self.device, self.input_size, self.batch = device, tuple(int(s) for s in input_size), batch
         self.warmup, self.repeats, self.channels_last = warmup, repeats, channels_last
-        self.key = table_key(device, self.input_size, batch)
+        self.engine = search_engine(engine, device)
+        # op_threads: time operators on this many CPU threads (the calibration maps their sum to
+        # the deployed form at torch's count); 1 is steadier on a shared, oversubscribed machine
+        self.op_threads = int(op_threads) if op_threads else None
+        self.key = table_key(device, self.input_size, batch, self.engine) + (
+            f"|ops on {self.op_threads} threads" if self.op_threads else "")
         slug = "".join(ch if ch.isalnum() else "_" for ch in self.key).strip("_")
         self.path = Path(cache_dir or default_cache()) / f"{slug[:150]}.json"
         self.ops: dict[str, float] = {}
@@ -95,15 +132,22 @@ class LatencyTable:
     def save(self) -> Path:
         from salnas_core.utils.io import atomic_write_json
 
-        return atomic_write_json(self.path, {"key": self.key, "device": self.device, "input_size": self.input_size,
+        return atomic_write_json(self.path, {"key": self.key, "device": self.device, "engine": self.engine,
+                                             "input_size": self.input_size,
                                              "batch": self.batch, "calibration": self.calibration, "ops": self.ops})
 
     def _time_op(self, mod: Any, shape: tuple[int, ...]) -> float:
         import torch
 
         m, x = prepare(copy.deepcopy(mod), torch.randn(shape), self.device, self.channels_last)
-        with torch.inference_mode():
-            return time_call(lambda: m(x), self.device, self.warmup, self.repeats)
+        before = torch.get_num_threads()
+        if self.op_threads and self.device.startswith("cpu"):
+            torch.set_num_threads(self.op_threads)
+        try:
+            with torch.inference_mode():
+                return time_call(lambda: m(x), self.device, self.warmup, self.repeats)
+        finally:
+            torch.set_num_threads(before)
 
     def op_sum(self, model: Any) -> float:
         """Sum of the table's operator times over one forward pass (times unseen operators)."""
@@ -116,20 +160,24 @@ class LatencyTable:
         return total
 
     def calibrate(self, models: Sequence[Any]) -> dict[str, float]:
-        """Fit wall = a * op_sum + b on directly measured models (least squares; a alone if 1 model)."""
+        """Fit wall = a * op_sum + b on models measured in the deployed form (self.engine; least
+        squares; a alone if 1 model). The result records the engine, the measurements and the fit's
+        residuals (`residual_pct`: predicted vs measured, per model)."""
         import numpy as np
 
         s = np.array([self.op_sum(m) for m in models])
-        w = np.array([measure_latency(m, self.input_size, self.batch, self.device, self.warmup, self.repeats,
-                                      self.channels_last) for m in models])
+        w = np.array([measure_deployed(m, self.input_size, self.batch, self.device, self.warmup, self.repeats,
+                                       self.engine, self.channels_last) for m in models])
         if len(models) >= 2 and np.ptp(s) > 0:
             a, b = np.polyfit(s, w, 1)
         else:
             a, b = float(w.sum() / max(s.sum(), 1e-9)), 0.0
         if a <= 0 or b < 0:  # noisy timings on a busy machine: a pure ratio keeps small nets positive
             a, b = float(w.sum() / max(s.sum(), 1e-9)), 0.0
-        self.calibration = {"a": float(a), "b": float(b), "n": len(models),
-                            "measured_ms": w.tolist(), "op_sum_ms": s.tolist()}
+        fit = a * s + b
+        self.calibration = {"a": float(a), "b": float(b), "n": len(models), "engine": self.engine,
+                            "measured_ms": w.tolist(), "op_sum_ms": s.tolist(),
+                            "residual_pct": (100.0 * (fit - w) / np.maximum(w, 1e-9)).tolist()}
         return self.calibration
 
     def predict(self, model: Any) -> float:
@@ -138,13 +186,15 @@ class LatencyTable:
 
 
 class DirectLatency:
-    """Latency by timing each subnet (exact for the machine, slower than the table)."""
+    """Latency by timing each subnet in the deployed form `engine` (exact for the machine, slower
+    than the table)."""
 
     def __init__(self, device: str = "cpu", input_size: Sequence[int] = (288, 384), batch: int = 1,
-                 warmup: int = 1, repeats: int = 3, channels_last: bool = True):
+                 warmup: int = 1, repeats: int = 3, channels_last: bool = True, engine: str = "eager"):
         self.device, self.input_size, self.batch = device, tuple(input_size), batch
         self.warmup, self.repeats, self.channels_last = warmup, repeats, channels_last
+        self.engine = search_engine(engine, device)
 
     def predict(self, model: Any) -> float:
-        return measure_latency(model, self.input_size, self.batch, self.device, self.warmup, self.repeats,
-                               self.channels_last)
+        return measure_deployed(model, self.input_size, self.batch, self.device, self.warmup, self.repeats,
+                                self.engine, self.channels_last)

@@ -24,7 +24,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "eager", "onnx", "int8")
+from salnas_core.runtime import ENGINES  # noqa: F401 - the engine names, defined with the runtime
 CACHE_ENV = "SALNAS_ONNX_CACHE"  # overrides <working root>/.cache/onnx
 
 
@@ -108,29 +108,24 @@ class TorchEngine:
 
 
 class OrtEngine:
-    """ONNX Runtime (CPU) on a cached export: one session, dynamic batch/height/width, all graph
-    optimisations, as many intra-op threads as torch uses."""
+    """ONNX Runtime (CPU) on a cached export: one session (salnas_core.runtime.session: all graph
+    optimisations, as many intra-op threads as torch uses), dynamic batch/height/width."""
 
     def __init__(self, loaded: Any, int8: bool = False, calibration: str | os.PathLike | None = None,
                  path: str | os.PathLike | None = None):
-        import onnxruntime as ort
-        import torch
+        from salnas_core import runtime
 
         self.name = "int8" if int8 else "onnx"
         self.path = Path(path) if path else onnx_file(loaded, int8=int8, calibration=calibration)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        self.session = runtime.session(self.path)
         self.resizes_inside = hasattr(loaded.net, "_core")  # the graph is the net's core: fed at the working size
 
     def __call__(self, x: Any, resolution: int | None = None) -> Any:
-        import numpy as np
         import torch
 
-        a = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run(["saliency"], {"image": a})[0])
+        from salnas_core import runtime
+
+        return torch.from_numpy(runtime.run(self.session, x))
 
 
 def make_engine(loaded: Any, engine: str = "auto", device: Any = None,
@@ -139,8 +134,9 @@ def make_engine(loaded: Any, engine: str = "auto", device: Any = None,
     an auto export that fails falls back to eager with a warning)."""
     import torch
 
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    from salnas_core.runtime import resolve_engine
+
+    resolve_engine(engine)  # ValueError for an unknown name
     device = torch.device(device or "cpu")
     if engine in ("onnx", "int8") and device.type != "cpu":
         raise ValueError(f"engine {engine} runs on CPU (ONNX Runtime's CPU provider); use --device cpu or --engine eager")

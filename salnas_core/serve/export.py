@@ -15,7 +15,6 @@ functions build the files `salnas predict --engine onnx|int8` runs (serve.engine
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -25,15 +24,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from salnas_core import runtime
+from salnas_core.runtime import (
+    MIN_INT8_CC,
+    fold_batchnorm,
+    freeze_same_padding,
+    quantize_onnx,
+)
 from salnas_core.serve.models import LoadedModel, resolve_model
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "onnx-int8", "torchscript")
 TOLERANCE = 1e-4
-# onnx-int8: not bit-parity but agreement: CC(int8 map, fp32 map) on the held-out calibration
-# images must reach this (a map with CC 0.95 to its fp32 twin changes benchmark CC by ~0.01)
-MIN_INT8_CC = 0.95
 N_CALIBRATION = 32
 
 
@@ -62,92 +65,6 @@ def _wrapper(loaded: LoadedModel) -> Any:
     return SaliencyExport(loaded.net, loaded.normalization).eval()
 
 
-def fold_batchnorm(model: Any, example: Any) -> tuple[Any, int]:
-    """A copy of `model` (eval mode) with every BatchNorm that directly follows a Conv2d folded
-    into that convolution's weights and bias; returns (copy, number folded).
-
-    Pairs are found by running `example` through the copy with hooks (a BN whose input tensor is
-    a convolution's output), so any control flow in forward is fine. Modules called more than
-    once are left alone. The caller checks the result against the original (export does).
-    """
-    import torch
-    from torch.nn.modules.batchnorm import _BatchNorm
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    model = copy.deepcopy(model).eval()
-    names = {m: n for n, m in model.named_modules()}
-    conv_out: dict[int, tuple[Any, Any]] = {}  # id(output tensor) -> (conv, tensor kept alive)
-    calls: dict[Any, int] = {}
-    pairs: dict[Any, Any] = {}  # bn -> conv
-
-    def on_conv(mod, _inp, out):
-        calls[mod] = calls.get(mod, 0) + 1
-        conv_out[id(out)] = (mod, out)
-
-    def on_bn(mod, inp):
-        calls[mod] = calls.get(mod, 0) + 1
-        hit = conv_out.get(id(inp[0]))
-        if hit is not None and hit[1] is inp[0]:
-            pairs[mod] = hit[0]
-
-    hooks = []
-    for m in model.modules():
-        if type(m) is torch.nn.Conv2d or (isinstance(m, torch.nn.Conv2d) and not list(m.children())):
-            hooks.append(m.register_forward_hook(on_conv))
-        elif isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None:
-            hooks.append(m.register_forward_pre_hook(on_bn))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
-        conv_out.clear()
-
-    folded = 0
-    for bn, conv in pairs.items():
-        if calls.get(bn) != 1 or calls.get(conv) != 1 or list(pairs.values()).count(conv) != 1:
-            continue
-        fused = fuse_conv_bn_eval(conv, bn)
-        _set_module(model, names[conv], fused)
-        _set_module(model, names[bn], torch.nn.Identity())
-        folded += 1
-    return model, folded
-
-
-def freeze_same_padding(model: Any) -> int:
-    """Replace TF-'SAME' convolutions whose padding is computed from the input size in Python
-    (Conv2dPad with `_dynamic_pad`) by a constant ZeroPad2d + plain Conv2d; returns the count.
-
-    A trace freezes half of that arithmetic (math.ceil of a size) and keeps the other half, so
-    the exported graph would resize every input to the traced size. For inputs whose size is a
-    multiple of the stride (the net only takes multiples of 32) SAME padding is the constant
-    (k - s) split (floor, ceil), so the replacement is exact there."""
-    import torch
-
-    names = [(n, m) for n, m in model.named_modules() if getattr(m, "_dynamic_pad", False)]
-    for name, m in names:
-        pads = []
-        for k, st in zip(m.kernel_size, m.stride):
-            total = max(k - st, 0)
-            pads.append((total // 2, total - total // 2))
-        conv = torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, padding=0,
-                               dilation=m.dilation, groups=m.groups, bias=m.bias is not None)
-        conv.load_state_dict(m.state_dict())
-        pad = torch.nn.ZeroPad2d((pads[1][0], pads[1][1], pads[0][0], pads[0][1]))
-        _set_module(model, name, torch.nn.Sequential(pad, conv).eval())
-    return len(names)
-
-
-def _set_module(root: Any, name: str, new: Any) -> None:
-    parent, _, leaf = name.rpartition(".")
-    owner = root.get_submodule(parent) if parent else root
-    if leaf.isdigit() and hasattr(owner, "__setitem__"):  # Sequential / ModuleList
-        owner[int(leaf)] = new
-    else:
-        setattr(owner, leaf, new)
-
-
 def check_sizes(working_size: Sequence[int]) -> list[tuple[int, int, int]]:
     """(batch, H, W) the parity check runs: the working size, then its portrait twin at batch 2
     (both working sizes of the space's rule: long side = resolution, short side k * 32), so
@@ -170,31 +87,12 @@ def _reference(wrapped: Any, x: Any) -> np.ndarray:
 
 def export_onnx(wrapped: Any, folded: Any, path: Path, example: Any, metadata: dict[str, str],
                 inputs: list[Any]) -> float:
-    """Write ONNX of `folded`; returns the max abs difference to `wrapped` over `inputs`."""
-    import onnx
-    import onnxruntime as ort
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # legacy exporter deprecation + tracer notes on shapes
-        # the TorchScript-based exporter: no onnxscript dependency, and dynamic H/W via dynamic_axes
-        torch.onnx.export(folded, (example,), str(path), dynamo=False, opset_version=17,
-                          input_names=["image"], output_names=["saliency"], do_constant_folding=True,
-                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                                        "saliency": {0: "batch", 2: "height", 3: "width"}})
-    proto = onnx.load(str(path))
-    onnx.checker.check_model(proto)
-    if any(n.op_type == "BatchNormalization" for n in proto.graph.node):
-        raise RuntimeError(f"{path}: BatchNormalization left in the exported graph (folding incomplete)")
-    for k, v in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    onnx.save(proto, str(path))
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    """Write ONNX of `folded` (runtime.export_onnx); returns the max abs difference to `wrapped` over `inputs`."""
+    runtime.export_onnx(folded, example, path, metadata)
+    sess = runtime.session(path)
     worst = 0.0
     for x in inputs:
-        got = sess.run(["saliency"], {"image": x.cpu().numpy()})[0]
-        worst = max(worst, _max_diff(_reference(wrapped, x), got, path, tuple(x.shape)))
+        worst = max(worst, _max_diff(_reference(wrapped, x), runtime.run(sess, x), path, tuple(x.shape)))
     return worst
 
 
@@ -244,63 +142,6 @@ def calibration_images(source: str | os.PathLike, size_hw: Sequence[int], n: int
         x = F.interpolate(x, size=tuple(int(v) for v in size_hw), mode="bilinear", align_corners=False, antialias=True)
         out.append(x.clamp_(0.0, 1.0).numpy())
     return out
-
-
-def quantize_onnx(fp32: Path, path: Path, images: Sequence[np.ndarray], min_cc: float = MIN_INT8_CC) -> float:
-    """Post-training static int8 of an fp32 ONNX file into `path` (QDQ, per-channel weights,
-    min-max activation ranges over all but the last quarter of `images`); returns the lowest CC
-    of the int8 map to the fp32 map over the held-out quarter, and raises under `min_cc`.
-
-    Only convolutions are quantised: in these swish/SE nets, quantising every op put 2x more
-    Quantize/Dequantize pairs than it saved and lowered CC to the fp32 map (0.964 vs 0.999,
-    random weights). The stem and the last FP32_TAIL convolutions (the decoder's refine and
-    output) stay fp32: on a trained `lite` max subnet that raised the int8 map's mean CC to fp32
-    from 0.979 to 0.995 (OSIE val). Speed of each form: bench/RESULTS.md."""
-    import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    images = list(images)
-    held = images[-max(1, len(images) // 4):] if len(images) > 1 else images
-    calib = images[:len(images) - len(held)] or images
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter(calib)
-
-        def get_next(self):
-            x = next(self._it, None)
-            return None if x is None else {"image": x}
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.getLogger().disabled, before = True, logging.getLogger().disabled  # the quantiser logs on root
-        try:
-            quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=["Conv"], nodes_to_exclude=_fp32_convs(fp32))
-        finally:
-            logging.getLogger().disabled = before
-    a = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    worst = 1.0
-    for x in held:
-        ya, yb = (s.run(["saliency"], {"image": x})[0].ravel().astype(np.float64) for s in (a, b))
-        cc = float(np.corrcoef(ya, yb)[0, 1]) if ya.std() > 0 and yb.std() > 0 else float(np.allclose(ya, yb))
-        worst = min(worst, cc)
-    if not worst >= min_cc:
-        raise RuntimeError(f"{path}: int8 map agrees with fp32 at CC {worst:.3f} < {min_cc}; not written")
-    return worst
-
-
-FP32_TAIL = 3
-
-
-def _fp32_convs(path: Path) -> list[str]:
-    """The convolutions int8 leaves in fp32: the first (raw pixels in) and the last FP32_TAIL (the map out)."""
-    import onnx
-
-    convs = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
-    return convs[:1] + convs[-FP32_TAIL:] if len(convs) > FP32_TAIL + 1 else []
 
 
 def _max_diff(ref: np.ndarray, got: np.ndarray, path: Path, shape: tuple) -> float:

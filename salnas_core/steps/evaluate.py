@@ -51,7 +51,8 @@ def dvc_scores(rows: list[dict[str, Any]], eff_rows: list[dict[str, Any]]) -> di
     cost = {}
     for e in eff_rows:
         if e.get("device") in ("cpu", "any"):
-            cost[e["model"]] = {k: e[k] for k in ("gmacs", "latency_ms_b1") if isinstance(e.get(k), (int, float))}
+            cost[e["model"]] = {k: e[k] for k in ("gmacs", "latency_ms_b1", "latency_ms_b1_onnx")
+                                if isinstance(e.get(k), (int, float))}
     out: dict[str, Any] = {}
     for r in rows:
         cell = {k: float(r[k]) for k in METRIC_KEYS if isinstance(r.get(k), (int, float))}
@@ -136,6 +137,10 @@ def run(models: str | Path, data: list[str | Path], out: str | Path, search: str
                                                    int(e["batch_throughput"]), int(e["warmup"]), int(e["repeats"]),
                                                    float(e["cpu_watts_per_core"]), e.get("gpu_watts"),
                                                    float(e["grid_gco2_per_kwh"]), params_macs=pm))
+                    searched = (search_info or {}).get(info.get("variant") or "")
+                    if searched and "latency_ms" in searched and dev == "cpu":  # the search's prediction beside it
+                        eff_rows[-1].update(latency_ms_b1_search=float(searched["latency_ms"]),
+                                            latency_engine_search=searched.get("latency_engine", "eager"))
             eff_rows.append(center_bias_row(size))
             atomic_write_json(out / "efficiency.json", {"input_size": list(size), "rows": eff_rows})
             atomic_write_text(out / "efficiency.md", "# Efficiency\n\n" + efficiency_markdown(eff_rows))

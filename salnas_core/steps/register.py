@@ -137,7 +137,9 @@ def entry_tags(variant: str, row: dict[str, Any], cost: dict[str, Any], metrics:
     tags = {"salnas.variant": variant, "salnas.dataset": str(row.get("dataset", "")),
             "salnas.split": str(row.get("split", "")), mu.TAG_PROTOCOL: artifacts.protocol(row)}
     for key, tag in (("gmacs", "salnas.gmacs"), ("mparams", "salnas.mparams"), ("latency_ms_b1", "salnas.latency_ms_b1"),
-                     ("device_name", "salnas.latency_machine")):
+                     ("latency_ms_b1_onnx", "salnas.latency_ms_b1_onnx"), ("deployed_engine", "salnas.deployed_engine"),
+                     ("latency_ms_b1_search", "salnas.latency_ms_search"),
+                     ("latency_engine_search", "salnas.latency_engine_search"), ("device_name", "salnas.latency_machine")):
         if cost.get(key) is not None:
             tags[tag] = f"{cost[key]:.4g}" if isinstance(cost[key], float) else str(cost[key])
     for k in ("cc", "kld", "nss", "sim", "auc_judd", "sauc", "ig"):
@@ -159,10 +161,17 @@ def entry_description(name: str, variant: str, score: float, row: dict[str, Any]
              f"- held-out metrics ({artifacts.protocol(row)}): {m}; selection score {score:.4f} (lower is better)"]
     if cost:
         lines.append(f"- cost at {'x'.join(map(str, cost.get('input_size') or []))}: {cost.get('gmacs', 0):.3f} GMACs, "
-                     f"{cost.get('mparams', 0):.2f} M params, {cost.get('latency_ms_b1', float('nan')):.1f} ms at batch 1 "
-                     f"on {cost.get('device_name') or cost.get('device')}")
+                     f"{cost.get('mparams', 0):.2f} M params; batch-1 latency on "
+                     f"{cost.get('device_name') or cost.get('device')}: {_ms(cost.get('latency_ms_b1'))} eager, "
+                     f"{_ms(cost.get('latency_ms_b1_onnx'))} ONNX Runtime (the `{cost.get('deployed_engine', 'auto')}` "
+                     f"form predict runs), {_ms(cost.get('latency_ms_b1_search'))} predicted by the search's table "
+                     f"({cost.get('latency_engine_search', '-')})")
     lines.append(f"- data {data_version}")
     return "\n".join(lines)
+
+
+def _ms(v: Any) -> str:
+    return f"{v:.1f} ms" if isinstance(v, (int, float)) else "-"
 
 
 def summarize(s: dict[str, Any]) -> str:

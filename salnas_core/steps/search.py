@@ -118,6 +118,7 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
         config_key,
     )
     from salnas_core.search.latency import DirectLatency, LatencyTable
+    from salnas_core.search.latency import search_engine as search_engine_of
     from salnas_core.search.pareto import choose_distinct, choose_for_budget, pareto_front, plot_pareto
     from salnas_core.search.predictor import (
         create_predictor,
@@ -172,10 +173,15 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
     if lat_dev.startswith("cuda") and not torch.cuda.is_available():
         log.warning("search: latency device %s absent; measuring on cpu", lat_dev)
         lat_dev = "cpu"
+    try:
+        lat_engine = search_engine_of(lat_p.get("engine", "auto"), lat_dev)
+    except ValueError as e:
+        raise UserError(f"params search.latency.engine: {e}") from None
     if lat_p.get("mode", "lut") == "lut":
-        lat = LatencyTable(lat_dev, lat_size, 1, lat_p.get("cache_dir"), int(lat_p["warmup"]), int(lat_p["repeats"]))
+        lat = LatencyTable(lat_dev, lat_size, 1, lat_p.get("cache_dir"), int(lat_p["warmup"]), int(lat_p["repeats"]),
+                           engine=lat_engine, op_threads=lat_p.get("op_threads"))
     elif lat_p["mode"] == "measure":
-        lat = DirectLatency(lat_dev, lat_size, 1, int(lat_p["warmup"]), int(lat_p["repeats"]))
+        lat = DirectLatency(lat_dev, lat_size, 1, int(lat_p["warmup"]), int(lat_p["repeats"]), engine=lat_engine)
     else:
         raise UserError(f"params search.latency.mode: {lat_p['mode']!r} (lut | measure)")
 
@@ -311,7 +317,7 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
         meta = {"signature": sig, "space": space.name, "supernet": str(sn_path), "data": str(root),
                 "data_version": manifest.get("version"), "preset": p.get("preset"), "score_input_size": list(in_size),
                 "score_split": "holdout", "score_images": len(val.dataset),
-                "cost_input_size": list(lat_size), "latency": {"mode": lat_p.get("mode", "lut"), "device": lat_dev,
+                "cost_input_size": list(lat_size), "latency": {"mode": lat_p.get("mode", "lut"), "device": lat_dev, "engine": lat_engine,
                                                               "key": getattr(lat, "key", None),
                                                               "calibration": getattr(lat, "calibration", None),
                                                               "table": str(getattr(lat, "path", ""))},
@@ -323,7 +329,7 @@ def run(supernet: str | Path, data: str | Path, out: str | Path, preset: str | N
                                                 "space": space.name})
         atomic_write_json(out / "candidates.json", {**meta, "n": len(cands), "candidates": cands})
         write_plot_tables(cands, fronts["macs"], variants, out / "plots")
-        artifacts.write_variants(out, variants)  # last: its presence marks the step complete
+        artifacts.write_variants(out, {k: {**v, "latency_engine": lat_engine} for k, v in variants.items()})  # last: marks done
         mlog({"n_candidates": len(cands), "predictor_spearman": rho["spearman"],
               "search_seconds": meta["seconds"], **{f"{k}_score": v["score"] for k, v in variants.items()}}, None)
         for f in ("variants.json", "pareto.json", "pareto.png", "candidates.json"):

@@ -43,6 +43,8 @@ def test_efficiency_row_fields(small_net, tmp_path):
     assert row["input_size"] == [64, 96] and row["device"] == "cpu"
     assert row["latency_ms_b1"] > 0 and row["throughput_ips_b32"] > 0 and row["peak_mem_mb"] > 0
     assert row["peak_rss_mb"] > row["peak_mem_mb"]
+    # batch 1 twice: eager, and the ONNX Runtime form predict runs by default on CPU
+    assert row["latency_ms_b1_onnx"] > 0 and row["deployed_engine"] == "onnx" and "onnx_error" not in row
     # fp16 halves the floating-point payload (plus a small pickle overhead)
     assert 0.45 < row["size_mb_fp16"] / row["size_mb_fp32"] < 0.56
     assert row["size_mb_fp32"] == pytest.approx(4 * row["params"] / 1e6, rel=0.05)
@@ -55,6 +57,12 @@ def test_efficiency_row_fields(small_net, tmp_path):
         assert row["cpu_seconds_b32"] > 0
     md = efficiency_markdown([row, center_bias_row(size)])
     assert "| S | cpu |" in md and "energy:" in md and "64x96" in md
+    head = md.splitlines()[0]
+    assert "latency b1 eager (ms)" in head and "latency b1 ONNX (ms)" in head and "search table (ms)" in head
+    onnx_cell = f"{row['latency_ms_b1_onnx']:.3g}" if row["latency_ms_b1_onnx"] < 100 else f"{row['latency_ms_b1_onnx']:.0f}"
+    assert onnx_cell in md.splitlines()[2]
+    searched = efficiency_markdown([{**row, "latency_ms_b1_search": 12.34, "latency_engine_search": "onnx"}])
+    assert "| 12.3 |" in searched and "(its engine: onnx)" in searched
 
 
 def test_size_on_disk_and_meter():

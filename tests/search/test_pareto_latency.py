@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from salnas_core.search.latency import LatencyTable, leaf_ops, measure_latency, table_key
+from salnas_core.search.latency import LatencyTable, leaf_ops, measure_latency, search_engine, table_key
 from salnas_core.search.pareto import choose_distinct, choose_for_budget, pareto_front, plot_pareto
 
 CANDS = [
@@ -88,6 +88,73 @@ def test_broken_cache_is_rebuilt(tmp_path):
     t.path.write_text("{not json")
     t2 = LatencyTable("cpu", (16, 16), cache_dir=tmp_path, repeats=1, warmup=0)
     assert t2.ops == {} and t2.predict(_net(4)) > 0
+
+
+def test_table_keyed_by_engine(tmp_path):
+    """eager and onnx tables of one device are two tables; auto is predict's default on the device."""
+    eager = LatencyTable("cpu", (32, 48), cache_dir=tmp_path)
+    onnx = LatencyTable("cpu", (32, 48), cache_dir=tmp_path, engine="onnx")
+    auto = LatencyTable("cpu", (32, 48), cache_dir=tmp_path, engine="auto")
+    assert (eager.engine, onnx.engine, auto.engine) == ("eager", "onnx", "onnx")
+    assert "|eager|" in eager.key and "|onnx|" in onnx.key and eager.path != onnx.path
+    assert auto.key == onnx.key == table_key("cpu", (32, 48), 1, "onnx")
+    assert search_engine("auto", "cuda") == "eager"
+    with pytest.raises(ValueError, match="int8"):
+        LatencyTable("cpu", (32, 48), cache_dir=tmp_path, engine="int8")
+    with pytest.raises(ValueError, match="cpu"):
+        search_engine("onnx", "cuda")
+
+
+def test_onnx_calibration_times_the_deployed_form(tmp_path, monkeypatch):
+    """engine onnx: the calibration subnets are timed through the ONNX Runtime form (never the
+    eager timer), and a * op_sum + b is fitted to those times; the engine is recorded."""
+    import salnas_core.runtime as runtime
+    import salnas_core.search.latency as latency
+
+    timed = []
+    real = runtime.onnx_latency_ms
+
+    def spy(net, *a, **k):
+        timed.append(real(net, *a, **k))
+        return timed[-1]
+
+    def no_eager(*a, **k):
+        raise AssertionError("the eager timer measured a calibration subnet of an onnx table")
+
+    monkeypatch.setattr(runtime, "onnx_latency_ms", spy)
+    monkeypatch.setattr(latency, "measure_latency", no_eager)
+    torch.manual_seed(0)
+    size = (32, 48)
+    t = LatencyTable("cpu", size, cache_dir=tmp_path, warmup=1, repeats=3, engine="onnx")
+    nets = [_net(4), _net(16), _net(64)]
+    c = t.calibrate(nets)
+    assert len(timed) == 3 and c["measured_ms"] == timed and c["engine"] == "onnx" and c["n"] == 3
+    fit = [c["a"] * s + c["b"] for s in c["op_sum_ms"]]
+    assert c["residual_pct"] == pytest.approx([100 * (f - w) / w for f, w in zip(fit, timed)])
+    assert [t.predict(n) for n in nets] == pytest.approx(fit)
+    t.save()
+    data = json.loads(t.path.read_text())
+    assert data["engine"] == "onnx" and data["calibration"]["engine"] == "onnx" and "|onnx|" in data["key"]
+
+
+def test_operators_timed_on_op_threads(tmp_path, monkeypatch):
+    """op_threads: each operator is timed on that many threads, then torch's count is restored;
+    such a table is another table (its key says so)."""
+    import salnas_core.search.latency as latency
+
+    seen = []
+    real = latency.time_call
+
+    def spy(*a, **k):
+        seen.append(torch.get_num_threads())
+        return real(*a, **k)
+
+    monkeypatch.setattr(latency, "time_call", spy)
+    before = torch.get_num_threads()
+    t = LatencyTable("cpu", (16, 16), cache_dir=tmp_path, warmup=0, repeats=1, op_threads=1)
+    assert "ops on 1 threads" in t.key and t.path != LatencyTable("cpu", (16, 16), cache_dir=tmp_path).path
+    assert t.op_sum(_net(4)) > 0 and seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
 
 
 def test_measure_latency_positive():

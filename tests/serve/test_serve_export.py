@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from salnas_core.serve.export import FORMATS, fold_batchnorm, freeze_same_padding, run
+from salnas_core.runtime import fold_batchnorm, freeze_same_padding
+from salnas_core.serve.export import FORMATS, run
 from salnas_core.serve.models import resolve_model
 from salnas_core.serve.predict import normalize
 

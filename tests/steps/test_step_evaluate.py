@@ -35,6 +35,10 @@ def test_evaluate_tables_and_efficiency(distilled, searched, tiny_ingested, tmp_
     assert row["input_size"] == [64, 96] and row["size_mb_fp16"] < 0.6 * row["size_mb_fp32"]
     assert "estimate" in row["energy_method"] or "counter" in row["energy_method"]
     assert (out / "efficiency.md").read_text().count("| M |") == 1
+    # batch-1 latency of both forms, and the search table's prediction for the variant beside them
+    assert row["latency_ms_b1_onnx"] > 0 and row["deployed_engine"] == "onnx"
+    searched_m = _load(searched[0] / "variants.json")["M"]
+    assert row["latency_ms_b1_search"] == searched_m["latency_ms"] and row["latency_engine_search"] == "eager"
     # `dvc metrics show`: one number per dataset x model x metric, with the model's costs
     scores = _load(out / "scores.json")
     (ds,) = scores
@@ -43,4 +47,5 @@ def test_evaluate_tables_and_efficiency(distilled, searched, tiny_ingested, tmp_
     m = scores[ds]["M"]
     assert m["nss"] == next(r["nss"] for r in rows if r["model"] == "M" and not r["blur"])
     assert m["gmacs"] == row["gmacs"] and m["latency_ms_b1"] == row["latency_ms_b1"]
+    assert m["latency_ms_b1_onnx"] == row["latency_ms_b1_onnx"]
     assert all(isinstance(v, float) for cell in scores[ds].values() for v in cell.values())

@@ -34,7 +34,8 @@ def test_register_step_picks_best_and_is_idempotent(mlflow_tracking, model_files
                                        "    outs:\n    - path: data/raw\n      md5: 0123abcd.dir\n")
     atomic_write_json(tmp_path / "evaluate" / "efficiency.json", {"rows": [
         {"model": "S", "device": "cpu", "device_name": "AMD EPYC x2 threads", "gmacs": 0.41, "mparams": 2.65,
-         "latency_ms_b1": 28.0, "input_size": [288, 384]}]})
+         "latency_ms_b1": 28.0, "latency_ms_b1_onnx": 19.0, "deployed_engine": "onnx",
+         "latency_ms_b1_search": 18.5, "latency_engine_search": "onnx", "input_size": [288, 384]}]})
     name = f"salnas-{os.environ['MLFLOW_EXPERIMENT_NAME']}"
     s = register.run(tmp_path / "evaluate", tmp_path / "distill", tmp_path / "reg", data=ds, name=name)
     assert (s["variant"], s["score"], s["alias"], s["promoted"]) == ("S", 1.9, "champion", True)
@@ -44,6 +45,9 @@ def test_register_step_picks_best_and_is_idempotent(mlflow_tracking, model_files
     mv = MlflowClient().get_model_version(name, str(s["version"]))
     assert mv.tags["salnas.variant"] == "S" and mv.tags["salnas.gmacs"] == "0.41"
     assert mv.tags["salnas.latency_ms_b1"] == "28" and mv.tags["salnas.latency_machine"] == "AMD EPYC x2 threads"
+    assert mv.tags["salnas.latency_ms_b1_onnx"] == "19" and mv.tags["salnas.latency_ms_search"] == "18.5"
+    assert mv.tags["salnas.deployed_engine"] == "onnx" and mv.tags["salnas.latency_engine_search"] == "onnx"
+    assert "28.0 ms eager, 19.0 ms ONNX Runtime" in mv.description and "18.5 ms predicted" in mv.description
     assert mv.tags["salnas.val_cc"] == "0.6000" and mv.tags["salnas.protocol"] == "osie/val/n=?/original-size/blur=off"
     assert "variant S" in mv.description and "0.410 GMACs" in mv.description and mv.run_id in mv.description
     assert "report.html" in [a.path for a in MlflowClient().list_artifacts(mv.run_id)]

@@ -40,6 +40,8 @@ def test_search_outputs_and_constraints(searched, supernet_dir, tiny_ingested):
     front = pareto["front_macs"]
     assert all(a["macs"] <= b["macs"] and a["score"] > b["score"] for a, b in zip(front, front[1:]))
     assert "held_out_spearman" in cands["predictor"] and cands["predictor"]["name"] == "ridge"
+    # the latency is of the deployed form the params name (tiny: eager), recorded with it
+    assert cands["latency"]["engine"] == "eager" and all(v["latency_engine"] == "eager" for v in variants.values())
     # a rerun with the same inputs is recognised as complete
     again = run(supernet_dir, tiny_ingested, out, preset="tiny", progress=False, track=False)
     assert again.get("skipped") and again["variants"] == variants
