@@ -65,11 +65,13 @@ def main() -> None:
         e = eff.get(name)
         if e is None:
             return "-", "-", "-"
-        lat = e.get("latency_ms_b1")
-        return f"{e['gmacs']:.2f}", f"{e['mparams']:.2f}", "-" if lat is None else f"{lat:.1f} ms"
+        onnx, eager = e.get("latency_ms_b1_onnx"), e.get("latency_ms_b1")
+        lat = " / ".join("-" if v is None else f"{v:.1f}" for v in (onnx, eager)) + " ms"
+        return f"{e['gmacs']:.2f}", f"{e['mparams']:.2f}", lat
 
     lines, checks = [], []
-    for ds in dict.fromkeys(r["dataset"] for r in rows):
+    cross = {r["dataset"] for r in rows if r.get("cross")}
+    for ds in sorted(dict.fromkeys(r["dataset"] for r in rows), key=lambda d: d in cross):  # the training set first
         drows = {r["model"]: r for r in rows if r["dataset"] == ds}
         any_row = next(iter(drows.values()))
         where = (f"{ds} {any_row['split']} (n={any_row.get('n', '?')}, protocol {any_row.get('protocol', 'mit')}, "
@@ -103,14 +105,14 @@ def main() -> None:
     now = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     head = (f"### {now}: space `{space}`, preset `{ev.get('preset') or 'cpu'}` (params.yaml), {machine()}, "
             f"main job wall time {a.wall} (`{a.command}`)")
-    header = ("| dataset (split, images, protocol) | model | GMACs at 288x384 | params (M) | latency b1 (cpu) | "
+    header = ("| dataset (split, images, protocol) | model | GMACs at 288x384 | params (M) | latency b1 ONNX / eager (cpu) | "
               "CC ↑ | KLD ↓ | NSS ↑ | SIM ↑ | AUC-Judd ↑ | sAUC ↑ |\n|---|---|---|---|---|---|---|---|---|---|---|")
     out = [head, "", header, *lines, "", *[f"- {c}" for c in checks], ""]
     print("\n".join(out))
     if not a.dry_run:
         write_rows(Path(a.results), TITLE,
                    "One main job's evaluation (runs/evaluate), without blur, distilled models only; latency from "
-                   "its efficiency report (batch 1, the evaluate step's eager form). Goals (issue 14): the champion "
+                   "its efficiency report (batch 1: ONNX Runtime, the form predict runs, / eager channels_last). Goals (issue 14): the champion "
                    "beats both classics on six metrics on every dataset; a variant at <= half its MACs stays "
                    "within 0.03 CC.", "", out)
 
