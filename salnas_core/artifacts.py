@@ -6,6 +6,7 @@ that shape; nothing guesses among shapes.
 |---|---|---|
 | `<search>/variants.json` | search | distill, evaluate, variants, report |
 | `<evaluate>/metrics.json` | evaluate | register, gate, report |
+| `<distill>/<variant>/metrics.json` | distill | register, gate (the variant's holdout score) |
 | `<register>/registered.json` | register | main, the gate of the next run |
 
 The ingested dataset's `manifest.json` has its own home (salnas_core.data.dataset.load_manifest):
@@ -91,8 +92,13 @@ def write_evaluation(folder: str | os.PathLike, summary: dict[str, Any]) -> Path
 SPLIT_PREFERENCE = ("val", "test")
 
 
-def best_variant(rows: list[dict[str, Any]], variants: list[str], source: str) -> tuple[str, dict[str, Any]]:
-    """The variant with the lowest selection score on its own dataset's held-out split, unblurred."""
+def best_variant(rows: list[dict[str, Any]], variants: list[str], source: str,
+                 selection: dict[str, float] | None = None) -> tuple[str, dict[str, Any]]:
+    """The variant to register and its evaluation row (own dataset's held-out split, unblurred).
+
+    With `selection` (variant -> holdout score, `holdout_scores`) covering every evaluated variant,
+    the lowest holdout score chooses, so the validation split only reports; without it (runs made
+    before the holdout), the lowest validation score does."""
     rows = [r for r in rows if r["model"] in variants and not r["cross"]
             and isinstance(r["score"], (int, float)) and math.isfinite(r["score"])]
     if not rows:
@@ -102,8 +108,34 @@ def best_variant(rows: list[dict[str, Any]], variants: list[str], source: str) -
     if split is not None:
         rows = [r for r in rows if r["split"] == split]
     rows = [r for r in rows if not r["blur"]] or rows
-    best = min(rows, key=lambda r: float(r["score"]))
+    if selection and all(r["model"] in selection for r in rows):
+        best = min(rows, key=lambda r: float(selection[r["model"]]))
+    else:
+        best = min(rows, key=lambda r: float(r["score"]))
     return str(best["model"]), best
+
+
+DISTILL_SUMMARY = "metrics.json"
+
+
+def holdout_scores(models: str | os.PathLike, variants: list[str]) -> dict[str, float]:
+    """variant -> its final holdout selection score (post-processing included) from distill's
+    `<models>/<variant>/metrics.json`; variants without one (older runs) are left out."""
+    from salnas_core.utils.io import read_json
+
+    out: dict[str, float] = {}
+    for v in variants:
+        f = Path(models) / v / DISTILL_SUMMARY
+        if not f.is_file():
+            continue
+        d = read_json(f)
+        post = d.get("postprocess") if isinstance(d, dict) else None
+        score = (post or {}).get("holdout_score_with")
+        if score is None and isinstance(d, dict) and d.get("score_split") == "holdout":
+            score = (d.get("with") or {}).get("score")
+        if isinstance(score, (int, float)) and math.isfinite(score):
+            out[v] = float(score)
+    return out
 
 
 def protocol(row: dict[str, Any]) -> str:

@@ -43,13 +43,17 @@ def run(models: list[str], evaluations: list[str], out: str, model_name: str | N
         if not variants:
             raise FileNotFoundError(f"{m}: no distilled model (<variant>/model.pt)")
         metrics = artifacts.read_evaluation(e)
-        variant, row = artifacts.best_variant(metrics["rows"], variants, str(e / artifacts.EVALUATION))
+        held = artifacts.holdout_scores(m, variants)  # chooses; the validation score only reports
+        variant, row = artifacts.best_variant(metrics["rows"], variants, str(e / artifacts.EVALUATION), held)
         score = float(row["score"])
-        seen.append({"variant": variant, "score": score, "split": row.get("split"), "protocol": artifacts.protocol(row)})
-        if best is None or score < best[0]:
-            best = (score, variant, m, row, metrics)
+        seen.append({"variant": variant, "score": score, "holdout_score": held.get(variant), "split": row.get("split"),
+                     "protocol": artifacts.protocol(row)})
+        key = held.get(variant, score)
+        if best is None or key < best[0]:
+            best = (key, variant, m, row, metrics)
     assert best is not None
-    score, variant, model_dir, row, metrics = best
+    _, variant, model_dir, row, metrics = best
+    score = float(row["score"])
 
     name = model_name or mu.DEFAULT_MODEL_NAME
     champ = mu.get_champion(name)

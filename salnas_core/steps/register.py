@@ -70,7 +70,8 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
     if not variants:
         raise FileNotFoundError(f"{models}: no distilled models (<variant>/model.pt)")
     metrics_file = Path(evaluate) / artifacts.EVALUATION
-    variant, row = artifacts.best_variant(artifacts.evaluation_rows(evaluate), variants, str(metrics_file))
+    held = artifacts.holdout_scores(models, variants)  # chooses the variant; validation only reports
+    variant, row = artifacts.best_variant(artifacts.evaluation_rows(evaluate), variants, str(metrics_file), held)
     model_path = found[variant]
     config, meta = _arch(model_path)
     metrics = {k: float(v) for k, v in row.items()
@@ -79,7 +80,9 @@ def run(evaluate: str | os.PathLike, models: str | os.PathLike, out: str | os.Pa
     version = data_version(data, repo)
     cost = efficiency_of(evaluate, variant)
     entry = entry_tags(variant, row, cost, metrics)
-    log.info("register: %s (score %.4f on %s) from %s", variant, score, row.get("split", "?"), model_path)
+    log.info("register: %s (chosen on %s; score %.4f on %s) from %s", variant,
+             f"the holdout, {held[variant]:.4f}" if variant in held else row.get("split", "?"), score,
+             row.get("split", "?"), model_path)
     with mu.start_run("register", params={"model_name": name, "variant": variant, "evaluate": str(evaluate)}) as r:
         if r is None:
             raise RuntimeError("register: tracking is off (SALNAS_TRACKING); the registry needs MLflow")

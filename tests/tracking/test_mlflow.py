@@ -197,3 +197,23 @@ def test_the_champion_rule_compares_scores_under_one_protocol(mlflow_tracking, m
     same, gate = register(third, 1.5, main)
     assert gate["promoted"] and mu.get_champion(name).version == str(same["version"])
     assert preset_overlay("tiny")["register"]["model_name"] != "salnas"
+
+
+def test_the_holdout_chooses_the_variant_and_validation_only_reports(tmp_path):
+    """No selection on validation: distill's holdout scores choose the variant to register; its
+    validation row is what is reported. Runs without holdout scores fall back to validation."""
+    from salnas_core import artifacts
+    from salnas_core.utils.io import atomic_write_json
+
+    rows = [{**_ROW, "model": "XL", "score": 1.0}, {**_ROW, "model": "M", "score": 1.2},
+            {**_ROW, "model": "M", "score": 0.5, "blur": True}, {**_ROW, "model": "XL", "score": 0.1, "cross": True}]
+    atomic_write_json(tmp_path / "XL" / "metrics.json", {"score_split": "holdout", "with": {"score": 1.7},
+                                                         "postprocess": {"holdout_score_with": 1.6}})
+    atomic_write_json(tmp_path / "M" / "metrics.json", {"score_split": "holdout", "with": {"score": 1.4},
+                                                        "postprocess": None})
+    held = artifacts.holdout_scores(tmp_path, ["XL", "M", "S"])
+    assert held == {"XL": 1.6, "M": 1.4}  # post-processed score where fitted; S has no summary
+    variant, row = artifacts.best_variant(rows, ["XL", "M"], "m.json", held)
+    assert variant == "M" and row["score"] == 1.2 and not row["blur"] and not row["cross"]
+    assert artifacts.best_variant(rows, ["XL", "M"], "m.json")[0] == "XL"          # before the holdout
+    assert artifacts.best_variant(rows, ["XL", "M"], "m.json", {"M": 1.4})[0] == "XL"  # partial: validation decides
