@@ -22,9 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
-
 from salnas_core.runtime import ENGINES  # noqa: F401 - the engine names, defined with the runtime
+
+log = logging.getLogger(__name__)
 CACHE_ENV = "SALNAS_ONNX_CACHE"  # overrides <working root>/.cache/onnx
 
 

@@ -15,6 +15,7 @@ finished variant is skipped unless --force.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -59,7 +60,7 @@ def distill_variant(name: str, variant: dict[str, Any], supernet_path: Path, roo
     import torch
 
     from salnas_core.data.dataset import load_manifest, make_loader
-    from salnas_core.supernet import count_macs, count_params, load_model, recalibrate_bn, save_model
+    from salnas_core.supernet import count_macs, count_params, recalibrate_bn, save_model
     from salnas_core.train.checkpoint import load_supernet
     from salnas_core.train.distill import DistillConfig, distill, teacher_label
     from salnas_core.utils.io import atomic_write_json, read_json
@@ -91,7 +92,7 @@ def distill_variant(name: str, variant: dict[str, Any], supernet_path: Path, roo
             "data_version": manifest.get("version"), "input_size": list(size), "normalization": norm,
             "supernet": str(supernet_path)}
     vdir.mkdir(parents=True, exist_ok=True)
-    save_model(vdir / "extracted.pt", model, {**meta, "distilled": False})
+    extracted = copy.deepcopy(model)  # the "without distillation" point; distill fine-tunes `model` in place
     try:
         cfg = DistillConfig(**{k: p[k] for k in DistillConfig.__dataclass_fields__ if k in p})
     except ValueError as e:
@@ -110,10 +111,9 @@ def distill_variant(name: str, variant: dict[str, Any], supernet_path: Path, roo
         log.info("%s: distill skipped: no fine-tuning epoch beat the extracted subnet on the holdout "
                  "(score %.4f); model.pt is the extracted subnet", name, res["initial"]["score"])
     post = fit_variant_postprocess(model, root, sel, device) if p.get("postprocess") else None
-    if post is not None:  # the same post-processing on both: evaluate's extracted row measures distillation only
-        ext = load_model(vdir / "extracted.pt")
-        save_model(vdir / "extracted.pt", ext.set_postprocess({k: post[k] for k in ("blur_px", "centre_weight",
-                                                                                  "centre_sigma")}), ext.meta)
+    # the same post-processing on both: evaluate's extracted row then measures distillation only
+    extracted.set_postprocess(model.postprocess.as_dict() if model.postprocess is not None else None)
+    save_model(vdir / "extracted.pt", extracted, {**meta, "distilled": False})
     save_model(vdir / "model.pt", model, {**meta, "distilled": True, "self_kd": cfg.self_kd, "teacher": label,
                                           "selection_split": "holdout", "holdout_score": res["final"]["score"],
                                           "chosen": res["chosen"]})
