@@ -8,16 +8,20 @@ Writes rows to bench/RESULTS.md.
 The table is built fresh (a temporary cache) at the main job's settings (params.yaml
 search.latency: input size, calibration count, warm-up, repeats) and calibrated on the subnets the
 search step calibrates on (max, min, random ones from seed + 17); it is the same LatencyTable the
-step builds (its eager operator times are shared by the eager and onnx tables: one operator set).
-Besides the table's own fit ("table"), two alternative calibrations are scored on the same
-measurements: "ratio" (wall = a * sum, no intercept) and "more" (the table's linear fit on
---extra more calibration subnets). Measured = median of --repeats calls after --warmup, a fresh
-export per subnet (salnas_core.runtime). The machine is shared: the load average is in each row.
+step builds: the eager table sums PyTorch operator times, the onnx table sums blocks timed in ONNX
+Runtime (salnas_core.search.latency).
+Besides the table's own fit ("table", measured minutes before the scored subnets, as the step's
+is), two refits are scored: "same-round" (a * sum + b on the calibration subnets measured in the
+same interleaved passes as the scored ones: the table without this machine's drift) and "more"
+(the same on --extra more calibration subnets). Measured = the median over --rounds interleaved
+passes of the median of --repeats calls after --warmup, a fresh export per subnet
+(salnas_core.runtime). The machine is shared: the load average is in each row.
 """
 from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -31,11 +35,11 @@ from _machine import machine as _machine  # noqa: E402
 from _results import write_rows  # noqa: E402
 
 
-def _fit(s, w, ratio: bool = False):
+def _fit(s, w):
     import numpy as np
 
     s, w = np.asarray(s, float), np.asarray(w, float)
-    if not ratio and len(s) >= 2 and np.ptp(s) > 0:
+    if len(s) >= 2 and np.ptp(s) > 0:
         a, b = np.polyfit(s, w, 1)
         if a > 0 and b >= 0:  # the table's own guard (LatencyTable.calibrate)
             return float(a), float(b)
@@ -50,6 +54,7 @@ def main() -> None:
     ap.add_argument("--variants", default=None, help="a search's variants.json: its variants are scored too")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved passes measuring every scored subnet")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--op-threads", type=int, default=None, help="LatencyTable op_threads (operators timed on N threads)")
@@ -88,34 +93,40 @@ def main() -> None:
         tables = {e: LatencyTable("cpu", size, 1, tmp, int(lat_p["warmup"]), int(lat_p["repeats"]), engine=e,
                                op_threads=args.op_threads or lat_p.get("op_threads"))
                   for e in ("eager", "onnx")}
-        tables["onnx"].ops = tables["eager"].ops  # one operator set: the table's op times are eager
         for e, t in tables.items():
             t.calibrate([static(c) for c in cal])
             print(f"{e}: table fit a={t.calibration['a']:.3f} b={t.calibration['b']:.2f} residuals "
                   + ", ".join(f"{r:+.1f}%" for r in t.calibration["residual_pct"]), flush=True)
-        # extra calibration measurements for the 'more' fit (same timer as the table's)
-        more = {e: ([*t.calibration["op_sum_ms"]], [*t.calibration["measured_ms"]]) for e, t in tables.items()}
-        for cfg in extra:
-            m = static(cfg)
-            s = tables["eager"].op_sum(m)
-            for e, t in tables.items():
-                more[e][0].append(s)
-                more[e][1].append(measure_deployed(m, size, 1, "cpu", t.warmup, t.repeats, e))
+        # measured: the median over --rounds interleaved passes over every subnet, the calibration
+        # and extra subnets included. This machine's speed drifts by up to ~50% over minutes (other
+        # tenants): the table's own calibration ("table") was measured minutes before the scored
+        # subnets; "same-round" refits a * sum + b on the calibration subnets measured in the same
+        # passes as the scored ones, which is the table's own error without the drift; "more" does
+        # so on the calibration + --extra subnets.
+        cal_nets, extra_nets = [static(c) for c in cal], [static(c) for c in extra]
+        nets = [static(cfg) for _, cfg in scored]
+        everything = cal_nets + extra_nets + nets
+        meas = {e: [[] for _ in everything] for e in tables}
+        for _ in range(args.rounds):
+            for i, m in enumerate(everything):
+                for e in tables:
+                    meas[e][i].append(measure_deployed(m, size, 1, "cpu", args.warmup, args.repeats, e))
+        med = {e: [statistics.median(v) for v in meas[e]] for e in tables}
+        sums = {e: [t.op_sum(m) for m in everything] for e, t in tables.items()}
+        n_c, n_x = len(cal_nets), len(extra_nets)
         fits = {e: {"table": (t.calibration["a"], t.calibration["b"]),
-                    "ratio": _fit(t.calibration["op_sum_ms"], t.calibration["measured_ms"], ratio=True),
-                    "more": _fit(*more[e])} for e, t in tables.items()}
+                    "same": _fit(sums[e][:n_c], med[e][:n_c]),
+                    "more": _fit(sums[e][:n_c + n_x], med[e][:n_c + n_x])} for e, t in tables.items()}
         results = []
-        for label, cfg in scored:
-            m = static(cfg)
-            s = tables["eager"].op_sum(m)
-            row = {"subnet": label, "res": cfg["resolution"][0], "op_sum": s}
+        for i, (label, cfg) in enumerate(scored):
+            row = {"subnet": label, "res": cfg["resolution"][0]}
             for e in tables:
-                meas = measure_deployed(m, size, 1, "cpu", args.warmup, args.repeats, e)
-                row[e] = {"measured": meas, **{k: a * s + b for k, (a, b) in fits[e].items()}}
+                sm = sums[e][n_c + n_x + i]
+                row[e] = {"measured": med[e][n_c + n_x + i], **{k: a * sm + b for k, (a, b) in fits[e].items()}}
             results.append(row)
             print(f"{label:12s} res {row['res']}: " + "; ".join(
                 f"{e} measured {row[e]['measured']:.1f} ms, table {row[e]['table']:.1f} "
-                f"({100 * (row[e]['table'] / row[e]['measured'] - 1):+.1f}%), ratio {row[e]['ratio']:.1f}, "
+                f"({100 * (row[e]['table'] / row[e]['measured'] - 1):+.1f}%), same-round {row[e]['same']:.1f}, "
                 f"more {row[e]['more']:.1f}" for e in tables), flush=True)
     seconds = time.time() - t0
 
@@ -132,14 +143,14 @@ def main() -> None:
         for e in ("eager", "onnx"):
             x = r[e]
             cells += [f"{x['measured']:.1f}", f"{x['table']:.1f}", f"{100 * (x['table'] / x['measured'] - 1):+.1f}%",
-                      f"{100 * (x['ratio'] / x['measured'] - 1):+.1f}%", f"{100 * (x['more'] / x['measured'] - 1):+.1f}%"]
+                      f"{100 * (x['same'] / x['measured'] - 1):+.1f}%", f"{100 * (x['more'] / x['measured'] - 1):+.1f}%"]
         rows.append(f"| {when} | {mach} | {vers} | `{args.space}` {r['subnet']} ({r['res']}) | {size[0]}x{size[1]} | "
                     + " | ".join(cells) + f" | {cmd} |")
     summary = []
     for e in ("eager", "onnx"):
-        for k in ("table", "ratio", "more"):
+        for k in ("table", "same", "more"):
             es = err(e, k, results)
-            summary.append(f"{e}/{k}: max abs err {max(es):.1f}%, median {sorted(es)[len(es) // 2]:.1f}%, "
+            summary.append(f"{e}/{'same-round' if k == 'same' else k}: max abs err {max(es):.1f}%, median {sorted(es)[len(es) // 2]:.1f}%, "
                            f"{sum(x <= 15 for x in es)}/{len(es)} within 15%")
     print("\n".join(summary))
     rows.append(f"| {when} | {mach} | {vers} | summary | {size[0]}x{size[1]} | " + "; ".join(summary)
@@ -148,10 +159,11 @@ def main() -> None:
                "Predicted (the search's LatencyTable, params search.latency settings, calibrated on the step's "
                f"{n_cal} subnets) vs measured batch-1 latency in ms, per deployed form: eager = channels_last "
                "PyTorch, onnx = ONNX Runtime fp32 (predict's default on CPU). Error = predicted / measured - 1; "
-               "`ratio`: a no-intercept fit on the same calibration; `more`: the linear fit on "
+               "`same-round`: a * sum + b refitted on the calibration subnets measured in the same interleaved "
+               "passes as the scored ones (the table without the machine's drift); `more`: the same on "
                f"{n_cal} + --extra calibration subnets. Random weights; the machine is shared (load in the row).",
                "| date | machine | versions | subnet (resolution) | input | eager measured | eager table | eager err "
-               "| eager err ratio | eager err more | onnx measured | onnx table | onnx err | onnx err ratio "
+               "| eager err same-round | eager err more | onnx measured | onnx table | onnx err | onnx err same-round "
                "| onnx err more | command |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", rows)
 
 

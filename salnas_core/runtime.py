@@ -226,8 +226,20 @@ def onnx_latency_ms(net: Any, input_size: Sequence[int] = (288, 384), batch: int
 
     net = copy.deepcopy(net).cpu().eval()
     h, w = working_size(net, input_size)
-    x = torch.rand(batch, 3, h, w)
-    sess = session(export_onnx(prepare(core_module(net), x), x), threads)
+    return module_latency_ms(core_module(net), (batch, 3, h, w), warmup, repeats, threads)
+
+
+def module_latency_ms(module: Any, shape: Sequence[int], warmup: int = 2, repeats: int = 5,
+                      threads: int | None = None) -> float:
+    """Median time (ms) of any one-tensor-in, one-tensor-out `module` exported as the deployed
+    form is (BN folded, all of ORT's fusions) on a random input of `shape`: the search's latency
+    table times its blocks this way, so their fused costs add up to the whole graph's."""
+    import torch
+
+    from salnas_core.utils.timing import time_call
+
+    x = torch.rand(*(int(s) for s in shape))
+    sess = session(export_onnx(prepare(copy.deepcopy(module).cpu().eval(), x), x), threads)
     a = np.ascontiguousarray(x.numpy())
     return time_call(lambda: sess.run([OUTPUT], {INPUT: a}), "cpu", warmup, repeats)
 

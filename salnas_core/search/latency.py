@@ -1,17 +1,21 @@
-"""Latency on the target device: direct measurement, and a per-device lookup table of operators.
+"""Latency on the target device: direct measurement, and a per-device lookup table of blocks.
 
-The table holds the measured time of every leaf operator (module repr + input shape) seen in the
-subnets asked about; a subnet's latency is the sum over its operators, mapped to wall-clock time by
-a linear calibration (a * sum + b) fitted on a few directly measured subnets, because functional
-ops (add, concat, upsampling) are not modules and run-time overheads are not additive. The
-calibration subnets are measured in the deployed form (`engine`: what `salnas predict` runs,
-salnas_core.runtime): "onnx" times the ONNX Runtime fp32 graph (BN folded, fused by ORT),
-"eager" the channels_last PyTorch net, "auto" the predict default of the device (onnx on CPU,
-eager on CUDA); so a * sum + b maps the eager operator sum to the deployed form's wall time.
+The table holds the measured time of every timing unit (module repr + input shape) seen in the
+subnets asked about; a subnet's latency is the sum over its units, mapped to wall-clock time by a
+linear calibration (a * sum + b) fitted on a few directly measured subnets, because functional
+ops (add, concat, upsampling) are not modules and run-time overheads are not additive. The units
+and the calibration follow the deployed form (`engine`: what `salnas predict` runs,
+salnas_core.runtime; "auto" is the predict default of the device, onnx on CPU, eager on CUDA):
+- "onnx": each block (nn.static's ConvBnAct and MBConv, and any leaf outside one) is exported
+  alone and timed in ONNX Runtime as the whole graph is (BN folded, conv + activation fused), so
+  the sum carries ORT's per-block costs; a sum of eager operator times does not (depthwise,
+  pointwise and activations speed up by different factors under ORT: 3/11 of a main job's
+  variants within 15%, bench/RESULTS.md "Latency table error").
+- "eager": every leaf operator timed in channels_last PyTorch.
 int8 is not offered: every measured subnet would need calibration images and a quantisation
 pass (seconds each), and its latency follows the fp32 graph's. The table is keyed by device +
 engine + torch version + input size + batch + threads and cached as JSON, so it is built once
-per device and engine and grows only with unseen operators.
+per device and engine and grows only with unseen units.
 """
 from __future__ import annotations
 
@@ -53,7 +57,7 @@ def table_key(device: str, input_size: Sequence[int], batch: int = 1, engine: st
     import torch
 
     return (f"{device_name(device)}|{engine}|torch {torch.__version__}|{input_size[0]}x{input_size[1]}"
-            f"|batch {batch}")
+            f"|batch {batch}" + ("|onnx blocks" if engine == "onnx" else ""))
 
 
 def measure_latency(model: Any, input_size: Sequence[int] = (288, 384), batch: int = 1, device: str = "cpu",
@@ -77,8 +81,17 @@ def measure_deployed(model: Any, input_size: Sequence[int] = (288, 384), batch: 
     return measure_latency(model, input_size, batch, device, warmup, repeats, channels_last)
 
 
-def leaf_ops(model: Any, input_size: Sequence[int], batch: int = 1) -> list[tuple[str, Any, tuple[int, ...]]]:
-    """(signature, module, input shape) of each leaf-module call in one forward pass."""
+def block_types() -> tuple[type, ...]:
+    """The static layers the onnx table times whole: ORT fuses inside them, not across."""
+    from salnas_core.nn.static import ConvBnAct, MBConv
+
+    return (ConvBnAct, MBConv)
+
+
+def leaf_ops(model: Any, input_size: Sequence[int], batch: int = 1,
+             units: tuple[type, ...] = ()) -> list[tuple[str, Any, tuple[int, ...]]]:
+    """(signature, module, input shape) of each timing-unit call in one forward pass: modules of
+    the `units` types (their insides not descended into) and every leaf module outside them."""
     import torch
 
     calls: list[tuple[str, Any, tuple[int, ...]]] = []
@@ -89,9 +102,15 @@ def leaf_ops(model: Any, input_size: Sequence[int], batch: int = 1) -> list[tupl
             shape = tuple(inp[0].shape)
             calls.append((f"{mod!r}@{list(shape)}", mod, shape))
 
-    for m in model.modules():
-        if len(list(m.children())) == 0:
+    def walk(m: Any) -> None:
+        kids = list(m.children())
+        if not kids or (units and isinstance(m, units)):
             hooks.append(m.register_forward_hook(hook))
+            return
+        for c in kids:
+            walk(c)
+
+    walk(model)
     try:
         with torch.inference_mode():
             model.eval()(torch.zeros(batch, 3, int(input_size[0]), int(input_size[1])))
@@ -113,6 +132,8 @@ class LatencyTable:
         # op_threads: time operators on this many CPU threads (the calibration maps their sum to
         # the deployed form at torch's count); 1 is steadier on a shared, oversubscribed machine
         self.op_threads = int(op_threads) if op_threads else None
+        # onnx: blocks timed in ONNX Runtime; eager: leaf operators timed in PyTorch
+        self.units = block_types() if self.engine == "onnx" else ()
         self.key = table_key(device, self.input_size, batch, self.engine) + (
             f"|ops on {self.op_threads} threads" if self.op_threads else "")
         slug = "".join(ch if ch.isalnum() else "_" for ch in self.key).strip("_")
@@ -139,6 +160,14 @@ class LatencyTable:
     def _time_op(self, mod: Any, shape: tuple[int, ...]) -> float:
         import torch
 
+        if self.units:
+            from salnas_core.runtime import module_latency_ms
+
+            try:
+                return module_latency_ms(mod, shape, self.warmup, self.repeats, self.op_threads)
+            except Exception as e:  # noqa: BLE001 - a unit ORT cannot take alone: its eager time stands in
+                log.warning("latency table: %s does not export alone (%s); timed in PyTorch",
+                            type(mod).__name__, str(e).splitlines()[0][:120])
         m, x = prepare(copy.deepcopy(mod), torch.randn(shape), self.device, self.channels_last)
         before = torch.get_num_threads()
         if self.op_threads and self.device.startswith("cpu"):
@@ -150,24 +179,30 @@ class LatencyTable:
             torch.set_num_threads(before)
 
     def op_sum(self, model: Any) -> float:
-        """Sum of the table's operator times over one forward pass (times unseen operators)."""
+        """Sum of the table's unit times over one forward pass (times unseen units)."""
         total = 0.0
-        for sig, mod, shape in leaf_ops(model, self.input_size, self.batch):
+        for sig, mod, shape in leaf_ops(model, self.input_size, self.batch, self.units):
             if sig not in self.ops:
                 self.ops[sig] = self._time_op(mod, shape)
                 self.measured += 1
             total += self.ops[sig]
         return total
 
-    def calibrate(self, models: Sequence[Any]) -> dict[str, float]:
+    def calibrate(self, models: Sequence[Any], rounds: int = 3) -> dict[str, float]:
         """Fit wall = a * op_sum + b on models measured in the deployed form (self.engine; least
-        squares; a alone if 1 model). The result records the engine, the measurements and the fit's
-        residuals (`residual_pct`: predicted vs measured, per model)."""
+        squares; a alone if 1 model). Each model's wall time is the median of `rounds` interleaved
+        passes over all of them: one slow moment on a shared machine then skews no single point
+        of the fit (single passes put a 70% residual on one calibration subnet). The result
+        records the engine, the measurements and the fit's residuals (`residual_pct`: predicted vs
+        measured, per model)."""
+        import statistics
+
         import numpy as np
 
         s = np.array([self.op_sum(m) for m in models])
-        w = np.array([measure_deployed(m, self.input_size, self.batch, self.device, self.warmup, self.repeats,
-                                       self.engine, self.channels_last) for m in models])
+        passes = [[measure_deployed(m, self.input_size, self.batch, self.device, self.warmup, self.repeats,
+                                    self.engine, self.channels_last) for m in models] for _ in range(max(1, rounds))]
+        w = np.array([statistics.median(col) for col in zip(*passes)])
         if len(models) >= 2 and np.ptp(s) > 0:
             a, b = np.polyfit(s, w, 1)
         else:

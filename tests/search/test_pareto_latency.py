@@ -127,14 +127,52 @@ def test_onnx_calibration_times_the_deployed_form(tmp_path, monkeypatch):
     size = (32, 48)
     t = LatencyTable("cpu", size, cache_dir=tmp_path, warmup=1, repeats=3, engine="onnx")
     nets = [_net(4), _net(16), _net(64)]
-    c = t.calibrate(nets)
-    assert len(timed) == 3 and c["measured_ms"] == timed and c["engine"] == "onnx" and c["n"] == 3
+    c = t.calibrate(nets, rounds=3)
+    # three interleaved passes over the three nets; each net's wall time is its median
+    assert len(timed) == 9 and c["engine"] == "onnx" and c["n"] == 3
+    assert c["measured_ms"] == [sorted(timed[i::3])[1] for i in range(3)]
     fit = [c["a"] * s + c["b"] for s in c["op_sum_ms"]]
-    assert c["residual_pct"] == pytest.approx([100 * (f - w) / w for f, w in zip(fit, timed)])
+    assert c["residual_pct"] == pytest.approx([100 * (f - w) / w for f, w in zip(fit, c["measured_ms"])])
     assert [t.predict(n) for n in nets] == pytest.approx(fit)
     t.save()
     data = json.loads(t.path.read_text())
     assert data["engine"] == "onnx" and data["calibration"]["engine"] == "onnx" and "|onnx|" in data["key"]
+
+
+def test_onnx_table_times_whole_blocks_in_onnx_runtime(tmp_path, monkeypatch):
+    """engine onnx: the table's units are the static blocks (ConvBnAct, MBConv: ORT fuses inside
+    them, not across), each exported alone and timed in ONNX Runtime; no unit is timed in PyTorch.
+    The eager table keeps timing every leaf operator."""
+    import salnas_core.runtime as runtime
+    import salnas_core.search.latency as latency
+    from salnas_core.nn.static import ConvBnAct, MBConv
+    from salnas_core.supernet import create_supernet
+
+    units, real = [], runtime.module_latency_ms
+
+    def spy(module, shape, *a, **k):
+        units.append((type(module), tuple(shape)))
+        return real(module, shape, *a, **k)
+
+    def no_eager(*a, **k):
+        raise AssertionError("a unit of the onnx table was timed in PyTorch")
+
+    monkeypatch.setattr(runtime, "module_latency_ms", spy)
+    monkeypatch.setattr(latency, "time_call", no_eager)
+    net = create_supernet("lite", pretrained=False)
+    sub = net.build_from_config(net.space.min_config(), preserve_weight=False).eval()
+    t = LatencyTable("cpu", (96, 128), cache_dir=tmp_path, warmup=0, repeats=1, engine="onnx")
+    assert t.key.endswith("|onnx blocks")
+    total = t.op_sum(sub)
+    calls = leaf_ops(sub, (96, 128), 1, t.units)
+    kinds = (ConvBnAct, MBConv)
+    outer = [m for m in sub.modules() if isinstance(m, kinds) and not any(
+        o is not m and isinstance(o, kinds) and any(c is m for c in o.modules()) for o in sub.modules())]
+    assert {type(m) for _, m, _ in calls} == set(kinds) and len(calls) == len(outer) > 10
+    assert len(units) == len({sig for sig, _, _ in calls}) == t.measured and total > 0
+    assert all(k in kinds for k, _ in units)
+    eager = leaf_ops(sub, (96, 128))
+    assert len(eager) > 2 * len(calls) and not any(isinstance(m, kinds) for _, m, _ in eager)
 
 
 def test_operators_timed_on_op_threads(tmp_path, monkeypatch):
