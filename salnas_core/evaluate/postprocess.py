@@ -2,7 +2,7 @@
 
 The MIT benchmark's practice, and the SalNAS authors': the blur and the weight of the centre prior
 are chosen on training data, never on the split the model is reported on. The net's raw maps are
-computed once; each (blur, weight) of a small grid is scored with the selection score (lower is
+computed once; each (blur, weight or power) of a small grid is scored with the selection score (lower is
 better) on the same images, and the best is kept (the identity, if nothing beats it).
 """
 from __future__ import annotations
@@ -15,13 +15,15 @@ log = logging.getLogger(__name__)
 
 BLUR_GRID_PX = (0.0, 1.5, 3.0, 5.0, 8.0)        # sigma at the working size (288x384: 8 px ~ 1.7% of the diagonal)
 CENTRE_WEIGHT_GRID = (0.0, 0.1, 0.2, 0.35, 0.5)
+CENTRE_POWER_GRID = (0.0, 0.15, 0.3, 0.5, 1.0)  # map x prior^p (nn.postprocess)
 
 
 def fit_postprocess(model: Any, loader: Iterable[dict], centre_sigma: Sequence[float], device: str = "cpu",
                     blur_grid: Sequence[float] = BLUR_GRID_PX,
-                    weight_grid: Sequence[float] = CENTRE_WEIGHT_GRID) -> dict[str, Any]:
-    """The best {blur_px, centre_weight, centre_sigma} for `model` (a SalNASNet) on `loader`
-    (training images at the working size), with the score of every grid point tried."""
+                    weight_grid: Sequence[float] = CENTRE_WEIGHT_GRID,
+                    power_grid: Sequence[float] = CENTRE_POWER_GRID) -> dict[str, Any]:
+    """The best {blur_px, centre_weight, centre_sigma, centre_power} for `model` (a SalNASNet) on
+    `loader` (training images at the working size), with the score of every grid point tried."""
     import torch
     import torch.nn.functional as F
 
@@ -46,8 +48,11 @@ def fit_postprocess(model: Any, loader: Iterable[dict], centre_sigma: Sequence[f
     if not raw:
         raise ValueError("fit_postprocess: the loader is empty")
     tried = []
-    for blur, w in itertools.product(blur_grid, weight_grid):
-        post = Postprocess(blur, w, tuple(centre_sigma))
+    # the prior is weighed in one way at a time: mixed in (weight) or multiplied in (power)
+    points = [(b, w, 0.0) for b, w in itertools.product(blur_grid, weight_grid)]
+    points += [(b, 0.0, pw) for b, pw in itertools.product(blur_grid, power_grid) if pw > 0]
+    for blur, w, pw in points:
+        post = Postprocess(blur, w, tuple(centre_sigma), pw)
         m = SaliencyMetrics(names=SELECTION_METRICS)
         with torch.inference_mode():
             for y, d, f in zip(raw, dens, fix):
@@ -55,9 +60,11 @@ def fit_postprocess(model: Any, loader: Iterable[dict], centre_sigma: Sequence[f
         vals = {k: float(v) for k, v in m.compute().items()}
         tried.append({**post.as_dict(), "score": float(selection_score(vals)), "cc": vals["cc"]})
     best = min(tried, key=lambda t: t["score"])
-    identity = next(t for t in tried if t["blur_px"] == 0 and t["centre_weight"] == 0)
-    log.info("postprocess: blur %.1f px, centre weight %.2f: score %.4f (none: %.4f) on %d training images",
-             best["blur_px"], best["centre_weight"], best["score"], identity["score"], sum(len(y) for y in raw))
+    identity = next(t for t in tried if t["blur_px"] == 0 and t["centre_weight"] == 0 and t["centre_power"] == 0)
+    log.info("postprocess: blur %.1f px, centre weight %.2f, centre power %.2f: score %.4f (none: %.4f) on %d "
+             "training images", best["blur_px"], best["centre_weight"], best["centre_power"], best["score"],
+             identity["score"], sum(len(y) for y in raw))
     return {"blur_px": best["blur_px"], "centre_weight": best["centre_weight"],
-            "centre_sigma": list(map(float, centre_sigma)), "score": best["score"],
+            "centre_sigma": list(map(float, centre_sigma)), "centre_power": best["centre_power"],
+            "score": best["score"],
             "score_without": identity["score"], "n_images": sum(len(y) for y in raw), "grid": tried}

@@ -141,7 +141,7 @@ def fit_variant_postprocess(model: Any, root: Path, sel: Any, device: str) -> di
 
     centre = CenterBias.fit_dataset(root, "train")
     fit = fit_postprocess(model, sel, (centre.sigma_y, centre.sigma_x), device=device)
-    fitted = {k: fit[k] for k in ("blur_px", "centre_weight", "centre_sigma")}
+    fitted = {k: fit[k] for k in ("blur_px", "centre_weight", "centre_sigma", "centre_power")}
     model.set_postprocess(fitted)
     log.info("postprocess on %d holdout images: %s, score %.4f (without %.4f)", fit["n_images"], fitted,
              fit["score"], fit["score_without"])
@@ -230,5 +230,5 @@ def summarize(res: dict[str, Any]) -> str:
     return json.dumps({k: {"teacher": v.get("teacher_label"), "holdout_score_without": v["without"]["score"],
                            "holdout_score_with": v["with"]["score"], "chosen": v["chosen"],
                            "postprocess": v.get("postprocess") and {kk: v["postprocess"][kk] for kk in
-                                                                   ("blur_px", "centre_weight")}}
+                                                                   ("blur_px", "centre_weight", "centre_power")}}
                        for k, v in res.items()}, indent=1)

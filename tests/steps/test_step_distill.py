@@ -88,8 +88,8 @@ def test_distill_fits_the_postprocess_on_the_holdout_and_every_door_runs_it(dist
     n_held = _load(tiny_ingested / "manifest.json")["splits"]["holdout"]
     assert post["fitted_on"] == "holdout" and post["n_images"] == min(4, n_held) == m["holdout_images"]
     assert post["holdout_score_with"] <= post["holdout_score_without"]
-    fitted = {k: post[k] for k in ("blur_px", "centre_weight", "centre_sigma")}
-    assert fitted != {"blur_px": 0.0, "centre_weight": 0.0, "centre_sigma": fitted["centre_sigma"]}, \
+    fitted = {k: post[k] for k in ("blur_px", "centre_weight", "centre_sigma", "centre_power")}
+    assert fitted != {"blur_px": 0.0, "centre_weight": 0.0, "centre_sigma": fitted["centre_sigma"], "centre_power": 0.0}, \
         "an untrained decoder gains from blur or the centre prior"
     model = load_model(vdir / "model.pt")
     assert model.meta["postprocess"] == fitted and model.postprocess.as_dict() == fitted
