@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 log = logging.getLogger(__name__)
@@ -68,3 +69,26 @@ def fit_postprocess(model: Any, loader: Iterable[dict], centre_sigma: Sequence[f
             "centre_sigma": list(map(float, centre_sigma)), "centre_power": best["centre_power"],
             "score": best["score"],
             "score_without": identity["score"], "n_images": sum(len(y) for y in raw), "grid": tried}
+
+
+def refit_on_dataset(model: Any, root: str | Path, centre: Any, split: str = "train", limit: int | None = 100,
+                     batch_size: int = 8, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """A copy of `model` whose post-processing is refitted on `split` of the ingested dataset at
+    `root`; the network is untouched, and `model` is left as it was.
+
+    This is how the MIT benchmark treats a model on a dataset it was not trained on: the blur and
+    the centre bias are chosen on that dataset's training fixations (as the classical baselines'
+    centre bias is). `centre` (evaluate.baselines.CenterBias) is the prior's spread, fitted on the
+    same split. Returns (the copy, fit_postprocess's result without its grid)."""
+    import copy
+
+    from salnas_core.data.dataset import make_loader
+
+    meta = getattr(model, "meta", {}) or {}
+    size = meta.get("input_size")
+    loader = make_loader(root, split, batch_size, meta.get("normalization") or model.space.normalization,
+                         shuffle=False, limit=limit, size=tuple(size) if size else None)
+    adapted = copy.deepcopy(model)
+    fit = fit_postprocess(adapted, loader, (centre.sigma_y, centre.sigma_x), device=device)
+    adapted.set_postprocess({k: fit[k] for k in ("blur_px", "centre_weight", "centre_sigma", "centre_power")})
+    return adapted, {k: v for k, v in fit.items() if k != "grid"} | {"fitted_on": f"{Path(root).name} {split}"}

@@ -194,11 +194,15 @@ def evaluate_dataset(models: dict[str, tuple[Any, str, Sequence[int] | None]], r
                      blur_options: Sequence[bool] = (False,), center: CenterBias | None = None,
                      batch_size: int = 8, device: str = "cpu", limit: int | None = None, n_other: int = 10,
                      seed: int = 0, trained_on: dict[str, str] | None = None,
+                     adapt: Sequence[str] = (), adapt_images: int | None = 100,
                      progress: bool = True) -> list[dict[str, Any]]:
     """Rows for one dataset: the centre-bias baseline and each model, for each blur option.
 
     models: name -> (model, normalization name, input size (H, W) or None). The centre bias is fitted on this dataset's
-    training split unless given.
+    training split unless given. Each model named in `adapt` that was trained on another dataset is
+    also scored with its post-processing refitted on `adapt_images` images of this dataset's training
+    split (evaluate.postprocess.refit_on_dataset: the benchmark's treatment of a new dataset, the
+    network untouched), as the row "<name> (pp fitted on <dataset> train)".
     """
     from salnas_core.utils.io import read_json
 
@@ -246,14 +250,27 @@ def evaluate_dataset(models: dict[str, tuple[Any, str, Sequence[int] | None]], r
     for blur in blur_options:
         rows.append({**base, "model": "spectral_residual_x_centre", "blur": blur, "trained_on": dataset,
                      "cross": False, **m, "score": selection(m)})
+    from salnas_core.data.dataset import split_items
+
+    from .postprocess import refit_on_dataset
+
+    has_train = bool(split_items(man, "train"))
     for name, (model, norm, size) in models.items():
-        preds = {i: p for i, p in _predictions(model, root, gts, norm, batch_size, device, size)}
         src = (trained_on or {}).get(name) or dataset
-        for blur in blur_options:
-            m = evaluate_maps(preds.__getitem__, gts, center, blur, n_other, seed,
-                              desc=f"{dataset} {name}", progress=progress)
-            rows.append({**base, "model": name, "blur": blur, "trained_on": src, "cross": src != dataset,
-                         **m, "score": selection(m)})
+        runs = [(name, model, {})]
+        if name in adapt and src != dataset and has_train and hasattr(model, "set_postprocess"):
+            adapted, fit = refit_on_dataset(model, root, center, "train", adapt_images, batch_size, device)
+            log.info("%s on %s: post-processing refitted on %d training images: blur %.1f px, centre weight %.2f, "
+                     "power %.2f", name, dataset, fit["n_images"], fit["blur_px"], fit["centre_weight"],
+                     fit["centre_power"])
+            runs.append((f"{name} (pp fitted on {dataset} train)", adapted, {"adapted_from": name, "postprocess_fit": fit}))
+        for label, net, extra in runs:
+            preds = {i: p for i, p in _predictions(net, root, gts, norm, batch_size, device, size)}
+            for blur in blur_options:
+                m = evaluate_maps(preds.__getitem__, gts, center, blur, n_other, seed,
+                                  desc=f"{dataset} {label}", progress=progress)
+                rows.append({**base, "model": label, "blur": blur, "trained_on": src, "cross": src != dataset,
+                             **extra, **m, "score": selection(m)})
     return rows
 
 
@@ -271,7 +288,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], names: Sequence[str] = METRIC
         groups.setdefault((r["dataset"], r["split"], r["blur"]), []).append(r)
     cols = list(names) + ["score"]
     for (ds, split, blur), rs in groups.items():
-        trained = sorted({r["trained_on"] for r in rs if r["model"] != "centre_bias"})
+        trained = sorted({r["trained_on"] for r in rs if r["model"] not in ("centre_bias", "spectral_residual_x_centre")})
         out.append(f"### {ds} ({split} split, n={rs[0]['n']}, blur {'on' if blur else 'off'}"
                    f"{', trained on ' + '/'.join(trained) if trained else ''})\n")
         out.append("| model | " + " | ".join(f"{c} {'↑' if HIGHER_IS_BETTER[c] else '↓'}" for c in cols) + " |")

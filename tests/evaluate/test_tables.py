@@ -103,3 +103,27 @@ def test_spectral_residual_finds_the_odd_one_out():
     assert 70 <= peak[0] <= 102 and 20 <= peak[1] <= 52
     both = spectral_residual_x_centre(img.astype(np.uint8), CenterBias(0.2, 0.2), (60, 80))
     assert both.shape == (60, 80) and abs(both.sum() - 1) < 1e-9
+
+
+def test_cross_dataset_models_are_also_scored_with_the_targets_post_processing(tiny_ingested):
+    """A net trained elsewhere gets a second row with its blur + centre prior refitted on this dataset's
+    training split (the benchmark's practice): a net whose map is flat gains the prior there, the
+    shipped model is left as it was, and a net trained on this dataset gets no such row."""
+    from salnas_core.spaces import get_space
+    from salnas_core.supernet import build_subnet
+
+    torch.manual_seed(0)
+    net = build_subnet(get_space("lite").min_config()).eval()
+    torch.nn.init.zeros_(net.out.conv.weight)  # flat map: sees nothing
+    models = {"flat": (net, "lite", (96, 128)), "home": (net, "lite", (96, 128))}
+    rows = evaluate_dataset(models, tiny_ingested, limit=4, n_other=2, trained_on={"flat": "salicon", "home": "osie"},
+                            adapt=["flat", "home"], adapt_images=8, progress=False)
+    names = [r["model"] for r in rows]
+    assert names == ["centre_bias", "spectral_residual_x_centre", "flat", "flat (pp fitted on osie train)", "home"]
+    flat, adapted = rows[2], rows[3]
+    assert adapted["cross"] is True and adapted["adapted_from"] == "flat"
+    fit = adapted["postprocess_fit"]
+    assert fit["fitted_on"].endswith(" train") and fit["n_images"] == 8
+    assert fit["centre_weight"] > 0 or fit["centre_power"] > 0
+    assert adapted["cc"] > flat["cc"] + 0.05  # the prior is what a flat map lacks
+    assert net.postprocess is None  # the shipped model keeps its own post-processing
