@@ -1,12 +1,14 @@
-"""What int8 costs in accuracy: CC, KLD and NSS on the OSIE validation split (maps at the original
-image size, ground truth from serve's loaders) for the same model served by ONNX Runtime fp32 and
-int8 (calibrated on the training split), plus each map's CC to its fp32 twin.
+"""What int8 (or bf16) costs in accuracy: CC, KLD and NSS on the OSIE validation split (maps at the
+original image size, ground truth from serve's loaders) for the same model served by ONNX Runtime
+fp32 and by `--engine int8` (calibrated on the training split) or `--engine bf16` (AOTInductor
+bfloat16), plus each map's CC to its fp32 twin.
 
 Without --model, a short CPU fine-tune makes a real model first: the `lite` max subnet with its
 ImageNet encoder (EfficientNet-Lite0), KLD loss, Adam, on the training split (a few minutes; far
 from the main job's accuracy, but trained weights are what quantisation ranges depend on).
 
     .venv/bin/python bench/int8_accuracy.py --data data/ingested/osie --steps 80
+    .venv/bin/python bench/int8_accuracy.py --data data/ingested/osie --model runs/distill/XL/model.pt --engine bf16
 """
 from __future__ import annotations
 
@@ -63,6 +65,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--val-images", type=int, default=0, help="0: the whole validation split")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--engine", choices=("int8", "bf16"), default="int8", help="the form compared with ONNX fp32")
     ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"))
     args = ap.parse_args()
 
@@ -88,7 +91,7 @@ def main() -> None:
     items = [it for it in load_manifest(data)["items"] if it["split"] == "val"]
     items = items[:args.val_images] if args.val_images else items
     preds = {e: Predictor(str(model), device="cpu", engine=e, calibration=str(data) if e == "int8" else None)
-             for e in ("onnx", "int8")}
+             for e in ("onnx", args.engine)}
     scores = {e: {"cc": [], "kld": [], "nss": [], "cc_to_fp32": []} for e in preds}
     for it in items:
         fix, dens = load_original_ground_truth(data, it)
@@ -103,22 +106,28 @@ def main() -> None:
             scores[e]["nss"].append(nss(m, fix))
             scores[e]["cc_to_fp32"].append(cc(m, maps["onnx"]))
     mean = {e: {k: float(np.mean(v)) for k, v in s.items()} for e, s in scores.items()}
-    d = {k: mean["int8"][k] - mean["onnx"][k] for k in ("cc", "kld", "nss")}
+    q = args.engine
+    d = {k: mean[q][k] - mean["onnx"][k] for k in ("cc", "kld", "nss")}
     print(mean, d)
     cmd = "`.venv/bin/python bench/int8_accuracy.py " + " ".join(sys.argv[1:]) + "`"
     name = args.model or f"`{args.space}` max, ImageNet encoder, fine-tuned {args.steps} steps x {args.batch} on OSIE train"
-    header = ("| date | machine | versions | model | val images | fp32 CC | int8 CC | ΔCC | fp32 KLD | int8 KLD | ΔKLD "
-              "| fp32 NSS | int8 NSS | ΔNSS | int8 map CC to fp32 (mean / min) | command |\n|" + "---|" * 16)
+    header = (f"| date | machine | versions | model | val images | fp32 CC | {q} CC | ΔCC | fp32 KLD | {q} KLD | ΔKLD "
+              f"| fp32 NSS | {q} NSS | ΔNSS | {q} map CC to fp32 (mean / min) | command |\n|" + "---|" * 16)
     row = (f"| {time.strftime('%Y-%m-%d %H:%M')} | {_machine()} | torch {torch.__version__}, onnxruntime {ort.__version__} "
-           f"| {name} | {len(items)} | {mean['onnx']['cc']:.4f} | {mean['int8']['cc']:.4f} | {d['cc']:+.4f} "
-           f"| {mean['onnx']['kld']:.4f} | {mean['int8']['kld']:.4f} | {d['kld']:+.4f} | {mean['onnx']['nss']:.4f} "
-           f"| {mean['int8']['nss']:.4f} | {d['nss']:+.4f} | {mean['int8']['cc_to_fp32']:.4f} / "
-           f"{min(scores['int8']['cc_to_fp32']):.4f} | {cmd} |")
+           f"| {name} | {len(items)} | {mean['onnx']['cc']:.4f} | {mean[q]['cc']:.4f} | {d['cc']:+.4f} "
+           f"| {mean['onnx']['kld']:.4f} | {mean[q]['kld']:.4f} | {d['kld']:+.4f} | {mean['onnx']['nss']:.4f} "
+           f"| {mean[q]['nss']:.4f} | {d['nss']:+.4f} | {mean[q]['cc_to_fp32']:.4f} / "
+           f"{min(scores[q]['cc_to_fp32']):.4f} | {cmd} |")
     print(header)
     print(row)
-    write_rows(Path(args.results), "## int8 accuracy (bench/int8_accuracy.py)",
-               "OSIE validation split, maps at the original image size; fp32 = ONNX Runtime fp32 (the default "
-               "engine, = eager within 1e-4), int8 = `--engine int8` calibrated on the training split.", header, [row])
+    if q == "int8":
+        write_rows(Path(args.results), "## int8 accuracy (bench/int8_accuracy.py)",
+                   "OSIE validation split, maps at the original image size; fp32 = ONNX Runtime fp32 (the default "
+                   "engine, = eager within 1e-4), int8 = `--engine int8` calibrated on the training split.", header, [row])
+    else:
+        write_rows(Path(args.results), "## bf16 accuracy (bench/int8_accuracy.py --engine bf16)",
+                   "OSIE validation split, maps at the original image size; fp32 = ONNX Runtime fp32 (the default "
+                   "engine), bf16 = `--engine bf16` (AOTInductor, bfloat16 weights and activations).", header, [row])
 
 
 if __name__ == "__main__":

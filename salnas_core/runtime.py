@@ -1,8 +1,9 @@
 """The deployed runtime's core, one home for search, evaluate and serve: a net's graph made
 exportable (batch norms folded, TF-SAME padding frozen), exported to ONNX (dynamic batch, height,
 width; in memory or to a file), an ONNX Runtime session with the project's options (all graph
-optimisations, torch's intra-op thread count, CPU provider), its batch-1 latency, and
-post-training static int8 of an ONNX file.
+optimisations, torch's intra-op thread count, CPU provider), its batch-1 latency,
+post-training static int8 of an ONNX file, and a bfloat16 AOTInductor package (one static input
+shape) for CPUs with native bf16.
 
 It sits above nn/supernet and utils and below search, evaluate and serve (a contract in
 pyproject.toml): the search's latency table calibrates on the same form `salnas predict` runs
@@ -29,9 +30,12 @@ OPSET = 17
 # int8: not bit-parity but agreement: CC(int8 map, fp32 map) on the held-out calibration
 # images must reach this (a map with CC 0.95 to its fp32 twin changes benchmark CC by ~0.01)
 MIN_INT8_CC = 0.95
-# "auto": the fastest form measured (bench/inference_forms.py): ONNX Runtime fp32 on CPU, eager
-# PyTorch on CUDA (no CUDA build of ONNX Runtime here)
-ENGINES = ("auto", "eager", "onnx", "int8")
+# "auto": ONNX Runtime fp32 on CPU, eager PyTorch on CUDA (no CUDA build of ONNX Runtime here).
+# "bf16" (AOTInductor, bfloat16) is faster per call on CPUs with native bf16 (bench/inference_forms.py)
+# but compiles ~40 s per model and input size on first use, so it is asked for, not the default
+ENGINES = ("auto", "eager", "onnx", "int8", "bf16")
+# bf16: agreement, as int8's: CC(bf16 map, fp32 map) on the parity inputs must reach this
+MIN_BF16_CC = 0.99
 
 
 def resolve_engine(engine: str, device: str = "cpu") -> str:
@@ -299,3 +303,66 @@ def _fp32_convs(path: Path) -> list[str]:
     return convs[:1] + convs[-FP32_TAIL:] if len(convs) > FP32_TAIL + 1 else []
 
 
+
+
+def bf16_supported() -> bool:
+    """Does this CPU run bfloat16 convolutions natively (oneDNN with AVX512-BF16 or AMX)?"""
+    import torch
+
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def compile_bf16(module: Any, example: Any, path: str | os.PathLike, fp32_modules: Sequence[str] = ()) -> Path:
+    """An AOTInductor package (`.pt2`) of an export-ready `module` (see prepare) in bfloat16,
+    channels_last, for the one input shape of `example` (static shapes run ~1.4x faster than
+    dynamic ones here; callers keep one package per shape). Inputs and outputs stay float32: the
+    casts are part of the graph. The submodules named in `fp32_modules` (those present) run in
+    float32 on float32 inputs: a map's last layer, whose output bf16's 8-bit mantissa would round.
+    Written atomically to `path`."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from salnas_core.utils.io import atomic_path
+
+    class Fp32(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner.float()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x.float())
+
+    class Bf16(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner.to(torch.bfloat16).to(memory_format=torch.channels_last)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+            return self.inner(x).float()
+
+    net = Bf16(copy.deepcopy(module).cpu().eval()).eval()
+    for name in fp32_modules:
+        sub = getattr(net.inner.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2], None)
+        if isinstance(sub, torch.nn.Module):
+            _set_module(net.inner, name, Fp32(sub))
+    with torch.no_grad(), inductor_config.patch(freezing=True):  # weights as constants: conv + activation fusion
+        program = torch.export.export(net, (example.float().cpu(),))
+        with atomic_path(path) as tmp:
+            tmp_pt2 = Path(f"{tmp}.pt2")  # the packager insists on the suffix
+            try:
+                torch._inductor.aoti_compile_and_package(program, package_path=str(tmp_pt2))
+                os.replace(tmp_pt2, tmp)
+            finally:
+                tmp_pt2.unlink(missing_ok=True)
+    return Path(path)
+
+
+def load_bf16(path: str | os.PathLike) -> Any:
+    """The callable of a compile_bf16 package (float32 NCHW in, float32 map out)."""
+    import torch
+
+    return torch._inductor.aoti_load_package(str(path))

@@ -1,10 +1,14 @@
-"""The runtimes a Predictor feeds: PyTorch eager, ONNX Runtime fp32 and ONNX Runtime int8.
+"""The runtimes a Predictor feeds: PyTorch eager, ONNX Runtime fp32 and int8, and bf16 PyTorch
+compiled ahead of time (AOTInductor).
 
 Every engine takes RGB float32 (B, 3, H, W) in [0, 1] at the input size Predictor picked and
 returns the (B, 1, H', W') map; normalisation is the engine's job (the exported graph has it
 inside). "auto" is the fastest form measured (bench/inference_forms.py): ONNX Runtime fp32 on
 CPU, eager PyTorch on CUDA (no CUDA build of ONNX Runtime here). int8 changes the maps (CC to
-fp32 >= 0.95 is checked when it is built), so it is only used when asked for.
+fp32 >= 0.95 is checked when it is built), so it is only used when asked for. bf16 runs faster per
+call on CPUs with native bfloat16 (AVX512-BF16, AMX) but compiles ~40 s per model and input size
+the first time (a C++ compiler must be on PATH), and changes the maps slightly (CC to fp32 >= 0.99
+checked when built): asked for too (`--engine bf16`), for long-running serving.
 
 The ONNX files are built once per model and kept in <working root>/.cache/onnx, keyed by the
 hash of the model's config, weights and meta (and for int8 the calibration set), never next to
@@ -128,6 +132,83 @@ class OrtEngine:
         return torch.from_numpy(runtime.run(self.session, x))
 
 
+class Bf16Engine:
+    """PyTorch compiled ahead of time (AOTInductor) in bfloat16, channels_last, BN folded, for CPUs
+    with native bf16: one package per input size, compiled on first use (~40 s for the paper's XL)
+    and cached beside the ONNX exports; each is checked against the fp32 model (CC >= MIN_BF16_CC)
+    before it is kept. A batch runs image by image through the batch-1 package (ms per image as
+    at batch 1)."""
+
+    name = "bf16"
+
+    def __init__(self, loaded: Any):
+        from salnas_core import runtime
+        from salnas_core.errors import UserError
+
+        if not runtime.bf16_supported():
+            raise UserError("engine bf16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX; this one has "
+                            "neither): use --engine onnx")
+        self.loaded = loaded
+        self.key = model_key(loaded)
+        self.resizes_inside = hasattr(loaded.net, "_core")  # fed at the working size, as the ONNX graph
+        self._runners: dict[tuple[int, int], Any] = {}
+
+    def _runner(self, h: int, w: int) -> Any:
+        from salnas_core import runtime
+
+        if (h, w) not in self._runners:
+            path = cache_dir() / f"{self.key}.bf16-{h}x{w}.pt2"
+            if not path.is_file():
+                log.info("compiling %s (bf16, %dx%d; once per model and size) for %s", path, h, w, self.loaded.source)
+                build_bf16(self.loaded, (h, w), path)
+            self._runners[(h, w)] = runtime.load_bf16(path)
+        return self._runners[(h, w)]
+
+    def __call__(self, x: Any, resolution: int | None = None) -> Any:
+        import torch
+
+        run = self._runner(int(x.shape[-2]), int(x.shape[-1]))
+        with torch.inference_mode():
+            return torch.cat([run(x[i:i + 1].float().contiguous()) for i in range(x.shape[0])])
+
+
+# a SalNAS net's sigmoid output convolution and post-processing stay float32 (serve.export's
+# wrapper names): in bf16 the map itself would be rounded to 8 bits of mantissa (steps of 0.004)
+BF16_FP32_HEAD = ("net.out", "net.postprocess")
+
+
+def build_bf16(loaded: Any, size_hw: tuple[int, int], path: Path) -> float:
+    """Compile the bf16 package of `loaded` (normalisation inside, as the ONNX export) for input
+    `size_hw` to `path`; it is kept only if its map agrees with the fp32 model's on random images
+    (CC >= runtime.MIN_BF16_CC). Returns the worst CC."""
+    import numpy as np
+    import torch
+
+    from salnas_core import runtime
+    from salnas_core.serve.export import _wrapper
+
+    wrapped = _wrapper(loaded)
+    gen = torch.Generator().manual_seed(0)
+    xs = torch.rand(3, 3, *size_hw, generator=gen)
+    with torch.no_grad():
+        ref = wrapped(xs).float()
+    tmp = path.with_name(path.stem + ".unchecked.pt2")  # the loader insists on the suffix
+    runtime.compile_bf16(runtime.prepare(wrapped, xs[:1]), xs[:1], tmp, fp32_modules=BF16_FP32_HEAD)
+    try:
+        run = runtime.load_bf16(tmp)
+        with torch.inference_mode():
+            got = torch.cat([run(xs[i:i + 1]) for i in range(len(xs))]).float()
+        a, b = ref.flatten(1).numpy().astype(np.float64), got.flatten(1).numpy().astype(np.float64)
+        a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+        cc = float(((a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)).min())
+        if not cc >= runtime.MIN_BF16_CC:
+            raise RuntimeError(f"{path}: bf16 map CC {cc:.4f} to fp32 < {runtime.MIN_BF16_CC}; not kept")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return cc
+
+
 def make_engine(loaded: Any, engine: str = "auto", device: Any = None,
                 calibration: str | os.PathLike | None = None) -> Any:
     """The engine a Predictor runs: `engine` one of ENGINES ("auto": onnx on CPU, eager on CUDA;
@@ -138,8 +219,8 @@ def make_engine(loaded: Any, engine: str = "auto", device: Any = None,
 
     resolve_engine(engine)  # ValueError for an unknown name
     device = torch.device(device or "cpu")
-    if engine in ("onnx", "int8") and device.type != "cpu":
-        raise ValueError(f"engine {engine} runs on CPU (ONNX Runtime's CPU provider); use --device cpu or --engine eager")
+    if engine in ("onnx", "int8", "bf16") and device.type != "cpu":
+        raise ValueError(f"engine {engine} runs on CPU; use --device cpu or --engine eager")
     if engine == "auto":
         if device.type != "cpu":
             return TorchEngine(loaded, device)
@@ -150,4 +231,6 @@ def make_engine(loaded: Any, engine: str = "auto", device: Any = None,
             return TorchEngine(loaded, device)
     if engine == "eager":
         return TorchEngine(loaded, device)
+    if engine == "bf16":
+        return Bf16Engine(loaded)
     return OrtEngine(loaded, int8=engine == "int8", calibration=calibration)

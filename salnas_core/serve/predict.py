@@ -66,8 +66,9 @@ class Predictor:
         fit: "aspect" (keep aspect, sides multiples of 32), "resize" (stretch to the working
             size) or "pad" (keep aspect, letterbox into the working size).
         batch_size: images per forward pass.
-        engine: "auto" (the fastest measured form: ONNX Runtime fp32 on CPU, eager on CUDA),
-            "eager" (PyTorch channels_last), "onnx" or "int8" (ONNX Runtime; serve.engines).
+        engine: "auto" (ONNX Runtime fp32 on CPU, eager on CUDA), "eager" (PyTorch channels_last),
+            "onnx" or "int8" (ONNX Runtime), "bf16" (AOTInductor bfloat16, compiled once per input size;
+            serve.engines).
         calibration: for engine "int8": an ingested dataset folder (its train split) or a folder
             of images to calibrate the int8 ranges on.
     """
@@ -411,8 +412,9 @@ def add_arguments(parser: Any) -> None:
                         help="aspect: long side to the net's resolution, short side to a multiple of 32 (default; "
                              "4:3 photos get the training size); resize: stretch to the working size; pad: letterbox")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="auto (default: ONNX Runtime fp32 on CPU, eager on CUDA; the fastest measured), eager "
-                             "(PyTorch), onnx, int8 (ONNX Runtime int8; needs --calibration)")
+                        help="auto (default: ONNX Runtime fp32 on CPU, eager on CUDA), eager (PyTorch), onnx, int8 "
+                             "(ONNX Runtime int8; needs --calibration), bf16 (AOTInductor bfloat16: fastest on CPUs "
+                             "with AVX512-BF16/AMX, ~40 s compile per model and input size on first use, cached)")
     parser.add_argument("--calibration", default=None,
                         help="engine int8: an ingested dataset folder (its train split, e.g. data/ingested/osie) or a folder of images")
     parser.add_argument("--cmap", default="inferno", help="matplotlib colormap of the overlay")

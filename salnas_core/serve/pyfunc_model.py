@@ -5,7 +5,7 @@ Logged as models-from-code with the salnas_core package beside it (`code_paths`)
 follows the machine it is served on: CUDA when present.
 
 The engine (serve.engines) is the fastest measured form unless chosen: `model_config={"engine":
-"eager"|"onnx"|"int8", "calibration": DIR}` at `mlflow.pyfunc.load_model`, or $SALNAS_ENGINE /
+"eager"|"onnx"|"int8"|"bf16", "calibration": DIR}` at `mlflow.pyfunc.load_model`, or $SALNAS_ENGINE /
 $SALNAS_CALIBRATION for `mlflow models serve` (which passes no model_config). The ONNX file is
 built on load, not logged: it depends on the serving machine's ONNX Runtime, it keeps every
 version already registered servable as it is, and its build (export + parity check, seconds) is

@@ -172,3 +172,48 @@ def test_registered_model_takes_the_engine_at_load(lite_model, tmp_path, monkeyp
     assert engine_of(model_config={"engine": "eager"}) == "eager"
     monkeypatch.setenv("SALNAS_ENGINE", "eager")
     assert engine_of() == "eager"
+
+
+needs_bf16 = pytest.mark.skipif(not __import__("salnas_core.runtime", fromlist=["x"]).bf16_supported(),
+                                reason="this CPU has no native bfloat16 (AVX512-BF16 / AMX)")
+
+
+@needs_bf16
+def test_bf16_engine_compiles_once_per_input_size_and_stays_close_to_fp32(lite_model, tmp_path, monkeypatch):
+    """One checked AOTInductor package per input size, cached by model hash and reused by the next
+    Predictor; maps within the bf16 agreement bound of the fp32 maps, batches image by image."""
+    monkeypatch.setenv(engines.CACHE_ENV, str(tmp_path / "cache"))
+    imgs = [_images()[2], _images()[3], _images()[2][:, ::-1].copy()]  # two input sizes, a batch of two
+    fp32 = Predictor(str(lite_model), device="cpu", engine="onnx").predict_arrays(imgs)
+    p = Predictor(str(lite_model), device="cpu", engine="bf16", batch_size=2)
+    assert p.engine.name == "bf16"
+    maps = p.predict_arrays(imgs)
+    packages = sorted((tmp_path / "cache").glob("*.pt2"))
+    assert [q.name.split(".")[1] for q in packages] == sorted(f"bf16-{h}x{w}" for h, w in {p.input_size(*i.shape[:2]) for i in imgs})
+    for a, b, img in zip(fp32, maps, imgs):
+        assert a.shape == b.shape == img.shape[:2]
+        assert _cc(a, b) > 0.99 and not np.array_equal(a, b)
+    stamps = [q.stat().st_mtime_ns for q in packages]
+    again = Predictor(str(lite_model), device="cpu", engine="bf16").predict_arrays(imgs)
+    assert [q.stat().st_mtime_ns for q in packages] == stamps  # loaded, not compiled again
+    assert all(np.array_equal(a, b) for a, b in zip(maps, again))
+
+
+@needs_bf16
+def test_bf16_package_that_disagrees_with_fp32_is_not_kept(lite_model, tmp_path, monkeypatch):
+    from salnas_core import runtime
+
+    monkeypatch.setenv(engines.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(runtime, "MIN_BF16_CC", 1.01)
+    with pytest.raises(RuntimeError, match="not kept"):
+        Predictor(str(lite_model), device="cpu", engine="bf16").predict_arrays(_images()[2:3])
+    assert not [q for q in (tmp_path / "cache").iterdir() if ".bf16-" in q.name]
+
+
+def test_bf16_engine_on_a_cpu_without_bf16_is_a_clear_error(lite_model, monkeypatch):
+    from salnas_core import runtime
+    from salnas_core.errors import UserError
+
+    monkeypatch.setattr(runtime, "bf16_supported", lambda: False)
+    with pytest.raises(UserError, match="native bfloat16.*--engine onnx"):
+        Predictor(str(lite_model), device="cpu", engine="bf16")
