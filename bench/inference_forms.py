@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine as _machine  # noqa: E402
+from _models import add_timing_arguments, model_file  # noqa: E402
 from _results import write_rows  # noqa: E402
 
 FORMS = ("eager NCHW", "eager channels_last", "onnx fp32", "onnx int8")
@@ -33,11 +34,7 @@ FORMS = ("eager NCHW", "eager channels_last", "onnx fp32", "onnx int8")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["salnas:max", "salnas:min", "lite:max", "lite:min"],
-                    help="space:max|min, or a model.pt")
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=8)
+    add_timing_arguments(ap)
     ap.add_argument("--calibration", default=str(REPO.parent / "shared" / "data" / "osie" / "stimuli"))
     ap.add_argument("--calibration-images", type=int, default=16)
     ap.add_argument("--results", default=str(REPO / "bench" / "RESULTS.md"))
@@ -49,8 +46,6 @@ def main() -> None:
 
     from salnas_core.serve import engines
     from salnas_core.serve.models import resolve_model
-    from salnas_core.spaces import get_space
-    from salnas_core.supernet import build_subnet, save_model
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="inference-forms-"))
@@ -58,14 +53,7 @@ def main() -> None:
     rows_data = []
     gen = torch.Generator().manual_seed(0)
     for spec in args.models:
-        if spec.endswith(".pt"):
-            path, name = Path(spec), spec
-        else:
-            space, which = spec.split(":")
-            sp = get_space(space)
-            torch.manual_seed(0)
-            net = build_subnet(sp.max_config() if which == "max" else sp.min_config()).eval()
-            path, name = save_model(tmp / f"{space}-{which}.pt", net), f"`{space}` {which} subnet"
+        path, name = model_file(spec, tmp)
         lm = resolve_model(str(path))
         H, W = lm.working_size
         res = lm.resolution
