@@ -315,6 +315,17 @@ def bf16_supported() -> bool:
         return False
 
 
+def cxx_compiler() -> str | None:
+    """The C++ compiler AOTInductor would build with ($CXX, else c++, g++ or clang++ on PATH), or None."""
+    import shutil
+
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        found = shutil.which(name) if name else None
+        if found:
+            return found
+    return None
+
+
 def compile_bf16(module: Any, example: Any, path: str | os.PathLike, fp32_modules: Sequence[str] = ()) -> Path:
     """An AOTInductor package (`.pt2`) of an export-ready `module` (see prepare) in bfloat16,
     channels_last, for the one input shape of `example` (static shapes run ~1.4x faster than

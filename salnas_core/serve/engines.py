@@ -148,6 +148,9 @@ class Bf16Engine:
         if not runtime.bf16_supported():
             raise UserError("engine bf16 needs a CPU with native bfloat16 (AVX512-BF16 or AMX; this one has "
                             "neither): use --engine onnx")
+        if runtime.cxx_compiler() is None:
+            raise UserError("engine bf16 compiles the model with a C++ compiler ($CXX, c++, g++ or clang++); none is "
+                            "on PATH: install one (e.g. Debian's g++) or use --engine onnx")
         self.loaded = loaded
         self.key = model_key(loaded)
         self.resizes_inside = hasattr(loaded.net, "_core")  # fed at the working size, as the ONNX graph

@@ -174,8 +174,9 @@ def test_registered_model_takes_the_engine_at_load(lite_model, tmp_path, monkeyp
     assert engine_of() == "eager"
 
 
-needs_bf16 = pytest.mark.skipif(not __import__("salnas_core.runtime", fromlist=["x"]).bf16_supported(),
-                                reason="this CPU has no native bfloat16 (AVX512-BF16 / AMX)")
+_rt = __import__("salnas_core.runtime", fromlist=["x"])
+needs_bf16 = pytest.mark.skipif(not (_rt.bf16_supported() and _rt.cxx_compiler()),
+                                reason="no native bfloat16 on this CPU (AVX512-BF16 / AMX) or no C++ compiler")
 
 
 @needs_bf16
@@ -210,10 +211,14 @@ def test_bf16_package_that_disagrees_with_fp32_is_not_kept(lite_model, tmp_path,
     assert not [q for q in (tmp_path / "cache").iterdir() if ".bf16-" in q.name]
 
 
-def test_bf16_engine_on_a_cpu_without_bf16_is_a_clear_error(lite_model, monkeypatch):
+def test_bf16_engine_without_bf16_or_a_compiler_is_a_clear_error(lite_model, monkeypatch):
     from salnas_core import runtime
     from salnas_core.errors import UserError
 
     monkeypatch.setattr(runtime, "bf16_supported", lambda: False)
     with pytest.raises(UserError, match="native bfloat16.*--engine onnx"):
+        Predictor(str(lite_model), device="cpu", engine="bf16")
+    monkeypatch.setattr(runtime, "bf16_supported", lambda: True)
+    monkeypatch.setattr(runtime, "cxx_compiler", lambda: None)
+    with pytest.raises(UserError, match="C\\+\\+ compiler.*--engine onnx"):
         Predictor(str(lite_model), device="cpu", engine="bf16")
