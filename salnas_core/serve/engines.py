@@ -184,10 +184,10 @@ def build_bf16(loaded: Any, size_hw: tuple[int, int], path: Path) -> float:
     """Compile the bf16 package of `loaded` (normalisation inside, as the ONNX export) for input
     `size_hw` to `path`; it is kept only if its map agrees with the fp32 model's on random images
     (CC >= runtime.MIN_BF16_CC). Returns the worst CC."""
-    import numpy as np
     import torch
 
     from salnas_core import runtime
+    from salnas_core.metrics import cc as metric_cc
     from salnas_core.serve.export import _wrapper
 
     wrapped = _wrapper(loaded)
@@ -201,9 +201,7 @@ def build_bf16(loaded: Any, size_hw: tuple[int, int], path: Path) -> float:
         run = runtime.load_bf16(tmp)
         with torch.inference_mode():
             got = torch.cat([run(xs[i:i + 1]) for i in range(len(xs))]).float()
-        a, b = ref.flatten(1).numpy().astype(np.float64), got.flatten(1).numpy().astype(np.float64)
-        a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
-        cc = float(((a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)).min())
+        cc = min(metric_cc(g[0].numpy(), r[0].numpy()) for g, r in zip(got, ref))
         if not cc >= runtime.MIN_BF16_CC:
             raise RuntimeError(f"{path}: bf16 map CC {cc:.4f} to fp32 < {runtime.MIN_BF16_CC}; not kept")
         os.replace(tmp, path)
